@@ -1,0 +1,62 @@
+# sbilab — `make train` and `make test` are the whole set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+SWEEP ?= estimator=maf,nsf,mdn simulation.num_simulations=1000,3000,10000
+PORT ?= 5000
+export PROJECT_ROOT := $(CURDIR)
+export MLFLOW_DISABLE_TELEMETRY := true
+export PYTHONWARNINGS := ignore::DeprecationWarning
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-all bench sweep compare hpo register ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: ARGS='key=value ...' (train, sweep), SWEEP='k=a,b ...' (sweep), PORT (ui)"
+
+$(STAMP): pyproject.toml setup.py
+	@command -v $(PYTHON) >/dev/null || { echo "sbilab: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU build of torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install sbilab with its test extras
+
+train: $(STAMP) ## run the default experiment (the HH tutorial) into mlruns/
+	$(PY) scripts/train.py $(ARGS)
+
+test: $(STAMP) ## fast test suite
+	$(PY) -m pytest -q $(ARGS)
+
+test-all: $(STAMP) ## every test, slow ones included
+	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+bench: $(STAMP) ## simulation benchmark (kernel vs per-simulation loop, memory, workers)
+	$(PY) scripts/bench.py $(ARGS)
+
+sweep: $(STAMP) ## parallel multirun (joblib launcher), default: estimator x budget on HH
+	$(PY) scripts/train.py --multirun hydra/launcher=joblib $(SWEEP) $(ARGS)
+
+compare: $(STAMP) ## comparison plots + table on a sweep's parent run: make compare SWEEP=<parent run id or sweep id>
+	$(PY) scripts/compare.py $(SWEEP) $(ARGS)
+
+hpo: $(STAMP) ## Optuna (TPE) search over estimator sizes and learning rate, trials as child runs
+	$(PY) scripts/hpo.py $(ARGS)
+
+register: $(STAMP) ## register a run's posterior as a model version: make register RUN=<run id> [NAME=...]
+	$(PY) scripts/register.py $(RUN) $(if $(NAME),--name $(NAME)) $(ARGS)
+
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:$(PORT) (local only)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--default-artifact-root file://$(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(PORT)
+
+clean: ## remove Hydra outputs, caches and build files (keeps mlruns/ and .venv)
+	rm -rf outputs multirun .cache/simulations .pytest_cache build src/*.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -1,0 +1,81 @@
+"""Checks on the composed config that run before any work.
+
+Every problem is reported as one line naming the key, the bad value and what is
+allowed (``ConfigError``); the entry script turns it into a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from sbilab.errors import ConfigError
+
+SIMULATION_BACKENDS = ("local", "serial")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return _is_int(value) and value > 0
+
+
+def _non_negative_int(value: Any) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+
+
+#: key → (predicate, what is allowed)
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (_non_negative_int, "an integer >= 0"),
+    "num_threads": (_positive_int, "an integer >= 1"),
+    "simulation.num_simulations": (_positive_int, "an integer >= 1"),
+    "simulation.chunk_size": (_positive_int, "an integer >= 1"),
+    "simulation.num_workers": (_positive_int, "an integer >= 1"),
+    "simulation.backend": (lambda v: v in SIMULATION_BACKENDS, f"one of {', '.join(SIMULATION_BACKENDS)}"),
+    "simulation.invalid_warn_fraction": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in [0, 1]"),
+    "trainer.batch_size": (_positive_int, "an integer >= 1"),
+    "trainer.learning_rate": (_positive_number, "a number > 0"),
+    "trainer.validation_fraction": (_fraction, "a number strictly between 0 and 1"),
+    "trainer.stop_after_epochs": (_positive_int, "an integer >= 1"),
+    "trainer.max_epochs": (lambda v: _is_int(v) and (v == -1 or v > 0), "-1 (until early stopping) or an integer >= 1"),
+    "trainer.clip_max_norm": (lambda v: v is None or _positive_number(v), "null or a number > 0"),
+    "diagnostics.num_test": (_positive_int, "an integer >= 1"),
+    "diagnostics.num_posterior_samples": (_positive_int, "an integer >= 1"),
+    "diagnostics.num_ppc": (_positive_int, "an integer >= 1"),
+    "diagnostics.num_observation_samples": (_positive_int, "an integer >= 1"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` on the first invalid value."""
+    for key, (valid, allowed) in RULES.items():
+        try:
+            value = _get(cfg, key)
+        except Exception:
+            raise ConfigError(f"{key} is missing from the config; expected {allowed}") from None
+        if not valid(value):
+            raise ConfigError(f"{key}={value!r} is invalid: expected {allowed}")
+    observation_keys = [k for k in ("theta", "x", "file") if cfg.observation.get(k) is not None]
+    if len(observation_keys) != 1:
+        raise ConfigError(
+            "observation: set exactly one of observation.theta, observation.x, observation.file "
+            f"(got {', '.join(observation_keys) or 'none'}); e.g. observation.theta=null observation.x=[...]"
+        )

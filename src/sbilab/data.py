@@ -1,0 +1,54 @@
+"""Train/validation split and loaders, following sbi's own conventions exactly.
+
+sbi splits with ``torch.randperm`` from the global generator, z-scores on the
+training split only, and uses ``drop_last=True`` loaders with random subset
+samplers for both splits; copying this makes the Lightning path reproduce
+``NPE(...).train()`` bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+
+
+@dataclass
+class Split:
+    """Indices of the training and validation rows."""
+
+    train: Tensor
+    val: Tensor
+
+
+def split_indices(num: int, validation_fraction: float) -> Split:
+    """sbi's split: ``n_train = int((1 - f) * N)`` rows of ``torch.randperm(N)``."""
+    num_train = int((1 - validation_fraction) * num)
+    if num_train < 1 or num - num_train < 1:
+        raise ValueError(
+            f"trainer.validation_fraction={validation_fraction} leaves {num_train} training and "
+            f"{num - num_train} validation rows out of {num}; need at least one of each"
+        )
+    permutation = torch.randperm(num)
+    return Split(train=permutation[:num_train], val=permutation[num_train:])
+
+
+def make_loaders(theta: Tensor, x: Tensor, split: Split, batch_size: int) -> tuple[DataLoader, DataLoader]:
+    """Training and validation loaders over (θ, x) with sbi's batch sizes and samplers."""
+    dataset = TensorDataset(theta, x)
+    train = DataLoader(
+        dataset,
+        batch_size=min(batch_size, len(split.train)),
+        drop_last=True,
+        sampler=SubsetRandomSampler(split.train.tolist()),
+    )
+    val = DataLoader(
+        dataset,
+        batch_size=min(batch_size, len(split.val)),
+        shuffle=False,
+        drop_last=True,
+        sampler=SubsetRandomSampler(split.val.tolist()),
+    )
+    return train, val

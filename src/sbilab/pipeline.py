@@ -1,0 +1,262 @@
+"""run(cfg): the one-way flow config → simulate → train → diagnose → record.
+
+Each stage takes and returns plain objects; the MLflow run is opened before the
+first stage so that any failure marks it FAILED, and it is FINISHED only after
+the last artifact has been written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from sbilab.config import check_config
+from sbilab.methods import Method
+from sbilab.observation import Observation, make_observation
+from sbilab.plots.posterior import pairplot, predictive_traces
+from sbilab.plots.training import loss_curves
+from sbilab.posterior_io import SPEC_FILE, STATE_FILE, posterior_spec
+from sbilab.simulation import Dataset, sample_prior, simulate_dataset, stage_seed
+from sbilab.simulators.base import Simulator, derive_seeds
+from sbilab.training import TrainingResult, train_estimator
+from sbilab import tracking
+
+log = logging.getLogger(__name__)
+
+#: config groups whose chosen option becomes an `sbilab.<group>` tag
+PART_GROUPS = ("simulator", "prior", "summary", "estimator", "method")
+
+
+@dataclass
+class Parts:
+    """The instantiated parts of a run."""
+
+    simulator: Simulator
+    prior: torch.distributions.Distribution
+    summary: Any
+    method: Method
+    parameter_names: list[str]
+    x_dim: int
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports back to the caller."""
+
+    run_id: str
+    experiment_id: str
+    gates: Optional[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def part_config(cfg: DictConfig, group: str) -> dict[str, Any]:
+    """A group's config as a plain dict (interpolations resolved)."""
+    return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
+
+
+def instantiate_part(cfg: Mapping[str, Any]) -> Any:
+    """Build a part from its config with Hydra, ignoring the descriptive ``name`` key."""
+    return instantiate({k: v for k, v in cfg.items() if k != "name"}, _convert_="all")
+
+
+def build_parts(cfg: DictConfig) -> Parts:
+    """Instantiate simulator, prior, summary and method, and check they fit together."""
+    simulator = instantiate_part(part_config(cfg, "simulator"))
+    prior = instantiate_part(part_config(cfg, "prior"))
+    summary = instantiate_part(part_config(cfg, "summary"))
+    method = instantiate_part(part_config(cfg, "method"))
+    names = list(cfg.prior.names)
+    prior_dim = int(sample_prior(prior, 1, 0).shape[1])
+    if len(names) != prior_dim:
+        raise ValueError(f"prior.names has {len(names)} entries but the prior has {prior_dim} parameters")
+    if prior_dim != simulator.parameter_dim:
+        raise ValueError(
+            f"prior has {prior_dim} parameters ({', '.join(names)}) but simulator "
+            f"{cfg.simulator.name!r} takes {simulator.parameter_dim}"
+        )
+    method.check_estimator(part_config(cfg, "estimator"))
+    pilot_theta = sample_prior(prior, 1, stage_seed(int(cfg.seed), "pilot"))
+    pilot_x = simulator.simulate_summaries(pilot_theta, derive_seeds(0, 0, 1), summary)
+    return Parts(simulator, prior, summary, method, names, int(pilot_x.reshape(1, -1).shape[1]))
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    return cfg.tracking.experiment or cfg.simulator.name
+
+
+def run_tags(cfg: DictConfig, root: Path) -> dict[str, str]:
+    tags = {f"sbilab.{group}": str(cfg[group].name) for group in PART_GROUPS}
+    tags["sbilab.git_commit"] = tracking.git_commit(root)
+    return tags
+
+
+def run(cfg: DictConfig, *, parent_run_id: Optional[str] = None, extra_tags: Optional[Mapping[str, str]] = None) -> RunResult:
+    """Run one experiment end to end and record it in MLflow."""
+    check_config(cfg)
+    torch.set_num_threads(int(cfg.num_threads))
+    root = Path(cfg.paths.root)
+    parts = build_parts(cfg)
+    obs_cfg = cfg.observation
+    observation = make_observation(
+        parts.simulator, parts.summary, theta=obs_cfg.theta, x=obs_cfg.x, file=obs_cfg.file,
+        seed=int(obs_cfg.seed), x_dim=parts.x_dim,
+    )
+    tags = {**run_tags(cfg, root), **(extra_tags or {})}
+    with tracking.start_run(
+        cfg.tracking.uri, experiment_name(cfg), cfg.tracking.artifact_location,
+        run_name=cfg.tracking.run_name, tags=tags, parent_run_id=parent_run_id,
+    ) as recorder:
+        started = time.perf_counter()
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        recorder.log_params(tracking.loggable_params({k: v for k, v in resolved.items() if k != "paths"}))
+        recorder.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        recorder.log_array(observation.x.numpy(), "observation.npy")
+
+        data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
+        recorder.log_metrics(simulation_metrics(data))
+        recorder.set_tags({"sbilab.cache": cache_status(data)})
+        log.info("simulated %d (%d invalid) in %.1fs, cache: %s", data.num_requested, data.num_invalid,
+                 data.seconds, cache_status(data))
+
+        trainer_cfg = {**part_config(cfg, "trainer"), "root_dir": str(Path(cfg.paths.output_dir))}
+        trained = train_estimator(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_cfg,
+                                  stage_seed(int(cfg.seed), "train"), callbacks=[recorder.epoch_callback()])
+        recorder.log_metrics({"val/loss_best": trained.best_val_loss, "train/epochs": trained.epochs,
+                              "time/train_s": trained.seconds})
+        posterior = parts.method.build_posterior(trained.estimator, parts.prior)
+
+        metrics = {"val/loss_best": trained.best_val_loss, "time/train_s": trained.seconds,
+                   **record_posterior(cfg, parts, posterior, observation, trained, recorder)}
+        gates = None
+        if cfg.diagnostics.enabled:
+            diag_metrics, gates = diagnose(cfg, parts, posterior, observation, recorder)
+            metrics.update(diag_metrics)
+        recorder.log_metrics({"time/total_s": time.perf_counter() - started})
+        return RunResult(recorder.run_id, recorder.experiment_id, gates, metrics)
+
+
+def simulate(cfg: DictConfig, parts: Parts, *, purpose: str, num: int) -> Dataset:
+    """The simulation stage with this run's settings and cache key."""
+    sim = cfg.simulation
+    key_parts = {group: part_config(cfg, group) for group in ("simulator", "prior", "summary")}
+    return simulate_dataset(
+        parts.simulator, parts.prior, parts.summary, num, int(cfg.seed),
+        purpose=purpose, chunk_size=int(sim.chunk_size), num_workers=int(sim.num_workers), backend=str(sim.backend),
+        cache_dir=cfg.paths.cache_dir if sim.cache else None, key_parts=key_parts,
+        invalid_warn_fraction=float(sim.invalid_warn_fraction),
+    )
+
+
+def simulation_metrics(data: Dataset, prefix: str = "") -> dict[str, float]:
+    return {
+        f"time/{prefix}simulate_s": data.seconds,
+        f"simulation/{prefix}per_second": data.per_second,
+        f"simulation/{prefix}invalid": data.num_invalid,
+        f"simulation/{prefix}chunks_from_cache": data.chunks_from_cache,
+    }
+
+
+def cache_status(data: Dataset) -> str:
+    if data.from_cache:
+        return "hit"
+    return "partial" if data.chunks_from_cache else "miss"
+
+
+def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation,
+                     trained: TrainingResult, recorder: tracking.RunRecorder) -> dict[str, float]:
+    """Posterior samples at x_o, the posterior artifact, and the figures about them."""
+    torch.manual_seed(stage_seed(int(cfg.seed), "observation-samples"))
+    samples = posterior.sample((int(cfg.diagnostics.num_observation_samples),), x=observation.x,
+                               show_progress_bars=False)
+    recorder.log_array(samples.numpy(), "posterior_samples.npy")
+    metrics: dict[str, float] = {}
+    if observation.theta is not None:
+        metrics["posterior/logprob_true_theta"] = float(posterior.log_prob(observation.theta[None], x=observation.x)[0])
+        recorder.log_metrics(metrics)
+
+    spec = posterior_spec(part_config(cfg, "method"), part_config(cfg, "estimator"), part_config(cfg, "prior"),
+                          len(parts.parameter_names), parts.x_dim)
+    recorder.log_text(yaml.safe_dump(spec, sort_keys=False), f"posterior/{SPEC_FILE}")
+    recorder.log_torch_state(trained.estimator.state_dict(), f"posterior/{STATE_FILE}")
+
+    best_epoch = int(np.nanargmin(trained.val_losses)) if trained.val_losses else -1
+    recorder.log_figure(loss_curves(trained.train_losses, trained.val_losses, best_epoch), "plots/loss.png")
+    limits = prior_limits(cfg)
+    recorder.log_figure(pairplot(samples, parts.parameter_names, limits, observation.theta), "plots/pairplot.png")
+    figure = ppc_traces(cfg, parts, samples, observation)
+    if figure is not None:
+        recorder.log_figure(figure, "plots/ppc.png")
+    return metrics
+
+
+def prior_limits(cfg: DictConfig) -> Optional[list[list[float]]]:
+    """[low, high] per parameter for bounded priors (pairplot axes), else None."""
+    if "low" in cfg.prior and "high" in cfg.prior:
+        return [[float(lo), float(hi)] for lo, hi in zip(cfg.prior.low, cfg.prior.high)]
+    return None
+
+
+def ppc_traces(cfg: DictConfig, parts: Parts, samples: Tensor, observation: Observation, num_traces: int = 3) -> Any:
+    """Observed trace against traces simulated from a few posterior samples (trace simulators only)."""
+    axes = parts.simulator.trace_axes()
+    if axes is None or observation.raw is None:
+        return None
+    time_axis, current, scale = axes
+    if observation.raw.numel() != len(time_axis):
+        return None
+    seeds = derive_seeds(stage_seed(int(cfg.seed), "ppc-traces"), 0, num_traces)
+    predicted = parts.simulator.simulate(samples[:num_traces], seeds).numpy()
+    return predictive_traces(time_axis, observation.raw.numpy(), predicted, current, scale)
+
+
+def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation,
+             recorder: tracking.RunRecorder) -> tuple[dict[str, float], str]:
+    """Calibration on a held-out test set and a predictive check at x_o; log and return the verdict."""
+    from sbilab.diagnostics import run_diagnostics
+
+    started = time.perf_counter()
+    dcfg = cfg.diagnostics
+    test = simulate(cfg, parts, purpose="test", num=int(dcfg.num_test))
+    recorder.log_metrics(simulation_metrics(test, prefix="test_"))
+
+    torch.manual_seed(stage_seed(int(cfg.seed), "ppc"))
+    ppc_theta = posterior.sample((int(dcfg.num_ppc),), x=observation.x, show_progress_bars=False)
+    ppc_seeds = derive_seeds(stage_seed(int(cfg.seed), "ppc"), 0, ppc_theta.shape[0])
+    predictive_x = parts.simulator.simulate_summaries(ppc_theta, ppc_seeds, parts.summary)
+    reference = None
+    if observation.theta is not None:
+        reference = parts.simulator.reference_posterior(observation.x, int(dcfg.num_observation_samples),
+                                                        stage_seed(int(cfg.seed), "reference"))
+    result = run_diagnostics(
+        posterior, test.theta, test.x,
+        parameter_names=parts.parameter_names,
+        prior_samples=sample_prior(parts.prior, 10_000, stage_seed(int(cfg.seed), "prior-moments")),
+        num_posterior_samples=int(dcfg.num_posterior_samples),
+        thresholds=dict(dcfg.thresholds),
+        seed=stage_seed(int(cfg.seed), "diagnostics"),
+        x_o=observation.x,
+        theta_o=observation.theta,
+        predictive_x=predictive_x,
+        statistic_names=list(getattr(parts.summary, "names", [])) or None,
+        reference_samples=reference,
+    )
+    metrics = dict(result.metrics)
+    metrics["time/diagnose_s"] = time.perf_counter() - started
+    recorder.log_metrics(metrics)
+    for path, figure in result.figures.items():
+        recorder.log_figure(figure, path)
+    for path, array in result.arrays.items():
+        recorder.log_array(array, path)
+    recorder.log_dict(result.gates_dict(), "diagnostics/gates.json")
+    recorder.set_tags({"sbilab.gates": result.verdict})
+    return metrics, result.verdict

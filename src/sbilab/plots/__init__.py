@@ -1,0 +1,1 @@
+"""All figures sbilab draws (matplotlib, Agg backend)."""

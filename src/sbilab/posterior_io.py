@@ -1,0 +1,71 @@
+"""The posterior as a portable artifact: network state dict + the configs that rebuild it.
+
+Nothing is unpickled on load: the state dict is read with ``weights_only=True``
+and the network and prior are rebuilt from their configs, so a store cannot make
+the loader run arbitrary code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from hydra.utils import instantiate
+from sbi.inference.posteriors.base_posterior import NeuralPosterior
+
+from sbilab.methods import placeholder_batch
+
+SPEC_FILE = "spec.yaml"
+STATE_FILE = "estimator.pt"
+
+
+def posterior_spec(method_cfg: Mapping[str, Any], estimator_cfg: Mapping[str, Any], prior_cfg: Mapping[str, Any],
+                   theta_dim: int, x_dim: int) -> dict[str, Any]:
+    """Everything needed to rebuild the posterior around a saved state dict."""
+    return {
+        "format": 1,
+        "method": dict(method_cfg),
+        "estimator": dict(estimator_cfg),
+        "prior": dict(prior_cfg),
+        "theta_dim": int(theta_dim),
+        "x_dim": int(x_dim),
+    }
+
+
+def _trusted_part(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A part config from a stored spec, refused unless it builds an sbilab class."""
+    target = str(cfg.get("_target_", ""))
+    if not target.startswith("sbilab."):
+        raise ValueError(f"posterior spec names _target_={target!r}; only sbilab.* parts are rebuilt on load")
+    return {k: v for k, v in cfg.items() if k != "name"}
+
+
+def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> NeuralPosterior:
+    """Rebuild method, network and prior from ``spec`` and load the trained weights."""
+    if spec.get("format") != 1:
+        raise ValueError(f"unknown posterior spec format {spec.get('format')!r}")
+    method = instantiate(_trusted_part(spec["method"]))
+    prior = instantiate(_trusted_part(spec["prior"]))
+    theta, x = placeholder_batch(spec["theta_dim"], spec["x_dim"])
+    estimator = method.build_estimator(spec["estimator"], theta, x)
+    estimator.load_state_dict(dict(state))
+    return method.build_posterior(estimator, prior)
+
+
+def load_posterior_dir(directory: str | Path) -> NeuralPosterior:
+    """Load a posterior from a local ``posterior/`` folder (spec.yaml + estimator.pt)."""
+    directory = Path(directory)
+    spec = yaml.safe_load((directory / SPEC_FILE).read_text())
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    return rebuild_posterior(spec, state)
+
+
+def load_posterior(uri: str, tracking_uri: str | None = None) -> NeuralPosterior:
+    """Load a logged posterior by MLflow URI (``runs:/<run_id>/posterior``) or local folder."""
+    if Path(uri).is_dir():
+        return load_posterior_dir(uri)
+    from sbilab.tracking import download_artifacts
+
+    return load_posterior_dir(download_artifacts(uri, tracking_uri))

@@ -1,0 +1,146 @@
+"""Training an sbi network inside a Lightning loop, with sbi's own defaults.
+
+The LightningModule minimises the method's per-sample loss with Adam, gradient
+norm clipping and early stopping on the validation loss, and restores the best
+weights at the end — exactly what sbi's ``train()`` does, so the two paths agree
+(tested). Per-epoch losses are kept on the module and handed to callbacks.
+"""
+
+from __future__ import annotations
+
+import time
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from torch import Tensor, nn
+
+from sbilab.data import make_loaders, split_indices
+from sbilab.methods import Method
+
+
+class EstimatorModule(L.LightningModule):
+    """LightningModule around an sbi network and a method's loss."""
+
+    def __init__(self, estimator: nn.Module, method: Method, learning_rate: float) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.method = method
+        self.learning_rate = learning_rate
+        self.train_losses: list[float] = []
+        self.val_losses: list[float] = []
+        self.best_val_loss = float("inf")
+        self.best_state: Optional[dict[str, Tensor]] = None
+        self._sums = {"train": [0.0, 0], "val": [0.0, 0]}
+
+    def _accumulate(self, stage: str, losses: Tensor) -> None:
+        # sbi's reduction: sum of per-sample losses over (number of batches × batch size)
+        self._sums[stage][0] += losses.detach().sum().item()
+        self._sums[stage][1] += losses.shape[0]
+
+    def _epoch_mean(self, stage: str) -> float:
+        total, count = self._sums[stage]
+        self._sums[stage] = [0.0, 0]
+        return total / count if count else float("nan")
+
+    def on_train_epoch_start(self) -> None:
+        self.estimator.train()
+
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
+        losses = self.method.loss(self.estimator, batch[0], batch[1])
+        self._accumulate("train", losses)
+        return losses.mean()
+
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._accumulate("val", self.method.loss(self.estimator, batch[0], batch[1]))
+
+    def on_validation_epoch_end(self) -> None:
+        # the epoch's training batches are done when validation runs: close both means here
+        self.train_losses.append(self._epoch_mean("train"))
+        val = self._epoch_mean("val")
+        self.val_losses.append(val)
+        self.log("val/loss", torch.tensor(val, dtype=torch.float64), prog_bar=True)
+        if val < self.best_val_loss:
+            self.best_val_loss = val
+            self.best_state = deepcopy(self.estimator.state_dict())
+
+    def on_fit_end(self) -> None:
+        if self.best_state is not None:
+            self.estimator.load_state_dict(self.best_state)
+        self.estimator.eval()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(list(self.estimator.parameters()), lr=self.learning_rate)
+
+
+@dataclass
+class TrainingResult:
+    """The trained network (best weights) and its loss curves."""
+
+    estimator: nn.Module
+    train_losses: list[float]
+    val_losses: list[float]
+    best_val_loss: float
+    epochs: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train_estimator(
+    method: Method,
+    estimator_cfg: Mapping[str, Any],
+    theta: Tensor,
+    x: Tensor,
+    trainer_cfg: Mapping[str, Any],
+    seed: Optional[int],
+    callbacks: Sequence[Callback] = (),
+) -> TrainingResult:
+    """Split, build the network on the training split, and fit it with Lightning.
+
+    Seeds the global torch generator with ``seed`` first (``None``: continue the
+    current stream): split, network initialisation and batch order follow from
+    it, in the same order as in sbi.
+    """
+    started = time.perf_counter()
+    if seed is not None:
+        torch.manual_seed(seed)
+    split = split_indices(theta.shape[0], float(trainer_cfg["validation_fraction"]))
+    estimator = method.build_estimator(estimator_cfg, theta[split.train], x[split.train])
+    train_loader, val_loader = make_loaders(theta, x, split, int(trainer_cfg["batch_size"]))
+    module = EstimatorModule(estimator, method, float(trainer_cfg["learning_rate"]))
+    early_stopping = EarlyStopping(
+        monitor="val/loss", mode="min", patience=int(trainer_cfg["stop_after_epochs"]), min_delta=0.0,
+        check_finite=True,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=int(trainer_cfg["max_epochs"]),
+        gradient_clip_val=trainer_cfg["clip_max_norm"],
+        gradient_clip_algorithm="norm",
+        callbacks=[early_stopping, *callbacks],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bool(trainer_cfg.get("progress_bar", False)),
+        num_sanity_val_steps=0,
+        default_root_dir=trainer_cfg.get("root_dir"),
+    )
+    try:
+        trainer.fit(module, train_loader, val_loader)
+    except SystemExit:
+        # Lightning turns Ctrl-C/SIGTERM into sys.exit(1); keep it an interruption for the run record
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training interrupted") from None
+        raise
+    return TrainingResult(
+        estimator=module.estimator,
+        train_losses=module.train_losses,
+        val_losses=module.val_losses,
+        best_val_loss=module.best_val_loss,
+        epochs=len(module.val_losses),
+        seconds=time.perf_counter() - started,
+    )

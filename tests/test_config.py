@@ -1,0 +1,76 @@
+"""Every option of every config group composes, instantiates and fits the default run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sbilab.config import ConfigError, check_config
+from sbilab.pipeline import instantiate_part, part_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("simulator", "prior", "summary", "estimator", "method", "trainer", "diagnostics", "tracking")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_default_composition_is_the_tutorial():
+    cfg = _compose([])
+    assert cfg.simulator.name == "hodgkin_huxley" and cfg.prior.name == "hh_box"
+    assert cfg.summary.name == "hh_features" and cfg.estimator.name == "maf" and cfg.method.name == "npe"
+    assert list(cfg.prior.low) == [0.5, 1e-4] and list(cfg.prior.high) == [80.0, 15.0]
+    assert list(cfg.prior.names) == ["gbar_Na", "gbar_K"]
+    assert list(cfg.observation.theta) == [50.0, 5.0]
+    assert cfg.simulation.num_simulations == 10_000
+    assert cfg.simulator.noise_scale == 0.1 and cfg.simulator.dt == 0.01
+    assert cfg.tracking.uri.startswith("sqlite:////") and cfg.tracking.uri.endswith("/mlruns/mlflow.db")
+    check_config(cfg)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(group, option):
+    cfg = _compose([f"{group}={option}"])
+    assert cfg[group].get("name", option) == option or group in ("trainer", "diagnostics", "tracking")
+    if group in ("simulator", "prior", "summary", "method"):
+        assert instantiate_part(part_config(cfg, group)) is not None
+
+
+@pytest.mark.parametrize("estimator", options("estimator"))
+def test_every_estimator_fits_a_method(estimator):
+    cfg = _compose([f"estimator={estimator}"])
+    from sbilab.methods import NPE
+
+    NPE().check_estimator(part_config(cfg, "estimator"))
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_preset_composes(experiment):
+    cfg = _compose([f"experiment={experiment}"])
+    check_config(cfg)
+    OmegaConf.to_container(cfg.simulator, resolve=True)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("simulation.num_simulations=0", "simulation.num_simulations"),
+        ("simulation.num_simulations=abc", "simulation.num_simulations"),
+        ("trainer.learning_rate=-1", "trainer.learning_rate"),
+        ("trainer.validation_fraction=1.5", "trainer.validation_fraction"),
+        ("simulation.backend=ray", "simulation.backend"),
+        ("diagnostics.num_test=0", "diagnostics.num_test"),
+    ],
+)
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_config(_compose([override]))

@@ -1,0 +1,90 @@
+"""A tiny real run through scripts/train.py into a temporary SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_train
+
+TINY = [
+    "simulation.num_simulations=300",
+    "simulation.chunk_size=100",
+    "trainer=fast",
+    "diagnostics=fast",
+    "diagnostics.num_test=60",
+    "diagnostics.num_posterior_samples=50",
+    "diagnostics.num_ppc=10",
+]
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    uri, artifacts = f"sqlite:///{root}/mlflow.db", f"file://{root}/artifacts"
+    result = run_train([*TINY, f"tracking.uri={uri}", f"tracking.artifact_location={artifacts}",
+                        f"paths.cache_dir={root}/cache"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("hodgkin_huxley").experiment_id])
+    assert len(runs) == 1
+    return uri, runs[0], result.stdout
+
+
+def test_run_is_finished_with_the_design_record(finished_run):
+    uri, run, stdout = finished_run
+    client = MlflowClient(uri)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in stdout and "make ui" in stdout
+    tags = run.data.tags
+    for group, option in [("simulator", "hodgkin_huxley"), ("prior", "hh_box"), ("summary", "hh_features"),
+                          ("estimator", "maf"), ("method", "npe")]:
+        assert tags[f"sbilab.{group}"] == option
+    assert tags["sbilab.git_commit"] and tags["sbilab.gates"] in ("pass", "fail")
+    params = run.data.params
+    assert params["simulation.num_simulations"] == "300" and params["estimator.model"] == "maf"
+    assert not any(key.startswith(("paths.", "tracking.")) for key in params)
+    metrics = run.data.metrics
+    for name in ["train/loss", "val/loss", "val/loss_best", "train/epochs", "time/simulate_s", "time/train_s",
+                 "time/diagnose_s", "simulation/per_second", "simulation/invalid", "posterior/logprob_true_theta",
+                 "sbc/ks_pvalue/gbar_Na", "sbc/ks_pvalue/gbar_K", "coverage/error", "tarp/atc", "tarp/ks_pvalue",
+                 "ppc/distance"]:
+        assert name in metrics, name
+    epochs = int(metrics["train/epochs"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == list(range(epochs))
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == epochs
+    artifacts = _artifacts(client, run.info.run_id)
+    for path in ["config.yaml", "posterior_samples.npy", "observation.npy", "posterior/spec.yaml",
+                 "posterior/estimator.pt", "plots/pairplot.png", "plots/ppc.png", "plots/loss.png",
+                 "diagnostics/gates.json"]:
+        assert path in artifacts, path
+    gates = json.loads(Path(client.download_artifacts(run.info.run_id, "diagnostics/gates.json")).read_text())
+    assert gates["verdict"] == tags["sbilab.gates"]
+
+
+def test_posterior_round_trips_in_a_fresh_process(finished_run):
+    uri, run, _ = finished_run
+    code = (
+        "import sbilab, torch, numpy as np\n"
+        "from sbilab.tracking import download_artifacts\n"
+        f"post = sbilab.load_posterior('runs:/{run.info.run_id}/posterior', tracking_uri='{uri}')\n"
+        f"x = torch.from_numpy(np.load(download_artifacts('runs:/{run.info.run_id}/observation.npy', '{uri}')))\n"
+        "s = post.sample((500,), x=x, show_progress_bars=False)\n"
+        "assert s.shape == (500, 2) and torch.isfinite(s).all()\n"
+        "print(float(post.log_prob(s[:5], x=x).mean()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    float(out.stdout.strip().splitlines()[-1])

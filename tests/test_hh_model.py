@@ -1,0 +1,95 @@
+"""The vectorised HH model equals a deliberately plain, scalar float64 implementation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sbilab.simulators.hodgkin_huxley import HHParams, HodgkinHuxley, simulate_traces_numpy
+
+
+def plain_hh(gbar_na: float, gbar_k: float, xi: np.ndarray, p: HHParams) -> list[float]:
+    """The tutorial's HHsimulator, step by step with the math module (ξ given per step)."""
+
+    def efun(z):
+        return 1 - z / 2 if abs(z) < 1e-4 else z / (math.exp(z) - 1)
+
+    def rates(V):
+        v = V - p.V_T
+        am = 0.32 * efun(-0.25 * (v - 13.0)) / 0.25
+        bm = 0.28 * efun(0.2 * (v - 40.0)) / 0.2
+        ah = 0.128 * math.exp(-(v - 17.0) / 18.0)
+        bh = 4.0 / (1 + math.exp(-0.2 * (v - 40.0)))
+        an = 0.032 * efun(-0.2 * (v - 15.0)) / 0.2
+        bn = 0.5 * math.exp(-(v - 10.0) / 40.0)
+        pinf = 1.0 / (1.0 + math.exp(-0.1 * (V + 35.0)))
+        taup = p.tau_max / (3.3 * math.exp(0.05 * (V + 35.0)) + math.exp(-0.05 * (V + 35.0)))
+        return {
+            "m": (am / (am + bm), 1 / (am + bm)),
+            "h": (ah / (ah + bh), 1 / (ah + bh)),
+            "n": (an / (an + bn), 1 / (an + bn)),
+            "p": (pinf, taup),
+        }
+
+    steps = int(round(p.duration / p.dt)) + 1
+    area = math.pi * (p.soma_radius_um * 1e-4) ** 2
+    current = [p.current / area if round(p.t_on / p.dt) <= i < round(p.t_off / p.dt) else 0.0 for i in range(steps)]
+    V = [p.V0]
+    q = {name: inf for name, (inf, _) in rates(p.V0).items()}
+    for i in range(1, steps):
+        g_na = q["m"] ** 3 * gbar_na * q["h"]
+        g_k = q["n"] ** 4 * gbar_k
+        tau_inv = (g_na + g_k + p.g_leak + p.gbar_M * q["p"]) / p.C
+        v_inf = (g_na * p.E_Na + g_k * p.E_K + p.g_leak * p.E_leak + p.gbar_M * q["p"] * p.E_K
+                 + current[i - 1] + p.noise_scale * xi[i - 1] / p.dt**0.5) / (tau_inv * p.C)
+        V.append(v_inf + (V[-1] - v_inf) * math.exp(-p.dt * tau_inv))
+        for name, (inf, tau) in rates(V[-1]).items():
+            q[name] = inf + (q[name] - inf) * math.exp(-p.dt / tau)
+    return V
+
+
+THETAS = np.array([[50.0, 5.0], [4.0, 1.5], [20.0, 15.0], [0.5, 1e-4]])
+
+
+@pytest.mark.parametrize("noise_scale", [0.0, 0.1])
+def test_vectorised_model_equals_plain_reference(noise_scale):
+    p = HHParams(duration=40.0, t_off=30.0, noise_scale=noise_scale)  # shorter trace: same dynamics, faster test
+    xi = np.random.default_rng(3).standard_normal((len(THETAS), p.num_steps - 1))
+    V = simulate_traces_numpy(THETAS, xi, p)
+    for row, (gna, gk) in enumerate(THETAS):
+        expected = np.array(plain_hh(gna, gk, xi[row], p))
+        np.testing.assert_allclose(V[row], expected, rtol=0, atol=1e-9)
+
+
+def test_default_trace_shape_units_and_spikes():
+    sim = HodgkinHuxley(backend="numpy")
+    V = sim.simulate(torch.tensor([[50.0, 5.0]]), np.array([1], dtype=np.uint64))
+    assert V.shape == (1, 12_001) and V.dtype == torch.float64
+    assert V[0, 0] == -70.0
+    assert V[0, :1000].max() < -60  # at rest before the stimulus
+    assert V[0, 1000:11000].max() > 20  # action potentials during it
+
+
+def test_same_seed_same_trace_other_seed_other_noise():
+    sim = HodgkinHuxley(backend="numpy", duration=20.0, t_off=15.0)
+    theta = torch.tensor([[50.0, 5.0], [50.0, 5.0]])
+    a = sim.simulate(theta, np.array([1, 2], dtype=np.uint64))
+    b = sim.simulate(theta[:1], np.array([1], dtype=np.uint64))
+    assert torch.equal(a[0], b[0])
+    assert not torch.equal(a[0], a[1])
+
+
+def test_every_constant_is_configurable():
+    sim = HodgkinHuxley(backend="numpy", duration=10.0, dt=0.02, t_on=2.0, t_off=8.0, noise_scale=0.0, E_leak=-65.0,
+                        V0=-65.0)
+    V = sim.simulate(torch.tensor([[1.0, 1.0]]), np.array([0], dtype=np.uint64))
+    assert V.shape == (1, 501)
+    assert abs(float(V[0, 50]) + 65.0) < 1.0
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="simulator.backend"):
+        HodgkinHuxley(backend="gpu")

@@ -1,0 +1,82 @@
+"""Run lifecycle under failure: exceptions → FAILED, Ctrl-C/SIGTERM → KILLED, SIGKILL → stale → FAILED."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run_train
+
+X_OBS = "observation.x=[5,-70,0.1,-55,300,3,15]"
+FOREVER = ["simulation.num_simulations=1000", "trainer.max_epochs=-1", "trainer.stop_after_epochs=100000",
+           "trainer.batch_size=20", "diagnostics.enabled=false"]
+
+
+def _runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("hodgkin_huxley")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(uri: str, process: subprocess.Popen, timeout: float = 120) -> str:
+    """Block until the run has logged a training epoch; return its id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        for run in _runs(uri) if Path(uri[len("sqlite:///"):]).exists() else []:
+            if "train/loss" in run.data.metrics:
+                return run.info.run_id
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError("training never started")
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, "KILLED"), (signal.SIGINT, "KILLED")])
+def test_interrupted_run_is_killed_not_finished(store, tmp_path, sig, status):
+    process = _start([*FOREVER, *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
+    run_id = _wait_for_training(store["uri"], process)
+    process.send_signal(sig)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    run = MlflowClient(store["uri"]).get_run(run_id)
+    assert run.info.status == status
+    assert "interrupted" in run.data.tags["sbilab.error"]
+
+
+def test_sigkilled_run_is_marked_failed_by_the_next_run(store, tmp_path):
+    process = _start([*FOREVER, *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
+    run_id = _wait_for_training(store["uri"], process)
+    process.kill()
+    process.wait(timeout=30)
+    assert MlflowClient(store["uri"]).get_run(run_id).info.status == "RUNNING"
+    result = run_train(["simulation.num_simulations=200", "trainer=fast", "diagnostics.enabled=false",
+                        *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    killed = MlflowClient(store["uri"]).get_run(run_id)
+    assert killed.info.status == "FAILED" and "stale" in killed.data.tags["sbilab.error"]
+    assert len([r for r in _runs(store["uri"]) if r.info.status == "FINISHED"]) == 1
+
+
+def test_exception_mid_run_marks_failed_with_the_message(store, tmp_path):
+    # V0 = NaN makes every simulation non-finite: the run starts, then fails in the simulation stage
+    result = run_train(["simulator.V0=nan", "observation.theta=null", X_OBS, "simulation.num_simulations=100",
+                        *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
+    assert result.returncode != 0
+    (run,) = _runs(store["uri"])
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["sbilab.error"]
+    error_txt = MlflowClient(store["uri"]).download_artifacts(run.info.run_id, "error.txt")
+    assert "SimulationError" in Path(error_txt).read_text()

@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 SWEEP ?= estimator=maf,nsf,mdn simulation.num_simulations=1000,3000,10000
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PORT ?= 5000
 export PROJECT_ROOT := $(CURDIR)
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -16,7 +17,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: ARGS='key=value ...' (train, sweep), SWEEP='k=a,b ...' (sweep), PORT (ui)"
+	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT (ui)"
 
 $(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "sbilab: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -42,7 +43,7 @@ bench: $(STAMP) ## simulation benchmark (kernel vs per-simulation loop, memory, 
 	$(PY) scripts/bench.py $(ARGS)
 
 sweep: $(STAMP) ## parallel multirun (joblib launcher), default: estimator x budget on HH
-	$(PY) scripts/train.py --multirun hydra/launcher=joblib $(SWEEP) $(ARGS)
+	$(PY) scripts/train.py --multirun hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(SWEEP) $(ARGS)
 
 compare: $(STAMP) ## comparison plots + table on a sweep's parent run: make compare SWEEP=<parent run id or sweep id>
 	$(PY) scripts/compare.py $(SWEEP) $(ARGS)

@@ -39,7 +39,12 @@ def main(cfg: DictConfig) -> None:
     from sbilab.cli import train_and_report
 
     parent_run_id, tags = sweep_context()
-    code = _entry.guarded(lambda: train_and_report(cfg, parent_run_id=parent_run_id, extra_tags=tags))
+    if parent_run_id is not None:
+        # a sweep job: raise, so Hydra records the failure and the other jobs still run
+        if train_and_report(cfg, parent_run_id=parent_run_id, extra_tags=tags):
+            raise RuntimeError("diagnostics.strict=true and a calibration gate failed")
+        return
+    code = _entry.guarded(lambda: train_and_report(cfg))
     if code:
         sys.exit(code)
 

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sbilab.config import ConfigError, check_config
-from sbilab.pipeline import instantiate_part, part_config
+from sbilab.parts import instantiate_part, part_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("simulator", "prior", "summary", "estimator", "method", "trainer", "diagnostics", "tracking")
@@ -46,11 +46,17 @@ def test_every_option_composes(group, option):
 
 
 @pytest.mark.parametrize("estimator", options("estimator"))
-def test_every_estimator_fits_a_method(estimator):
-    cfg = _compose([f"estimator={estimator}"])
-    from sbilab.methods import NPE
-
-    NPE().check_estimator(part_config(cfg, "estimator"))
+def test_every_estimator_fits_some_method_and_others_refuse_it(estimator):
+    estimator_cfg = part_config(_compose([f"estimator={estimator}"]), "estimator")
+    accepted, refused = [], []
+    for method in options("method"):
+        try:
+            instantiate_part(part_config(_compose([f"method={method}"]), "method")).check_estimator(estimator_cfg)
+            accepted.append(method)
+        except ValueError as error:
+            assert "estimator.model" in str(error)
+            refused.append(method)
+    assert accepted, f"no method trains estimator={estimator}"
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig
 
-from sbilab.pipeline import run
+from sbilab.config import check_config, check_tracking_uri
 
 #: exit code of `diagnostics.strict=true` runs whose gates failed
 GATES_FAILED_EXIT = 3
@@ -29,7 +29,14 @@ def train_and_report(cfg: DictConfig, parent_run_id: Optional[str] = None,
                      extra_tags: Optional[Mapping[str, str]] = None) -> int:
     """Run the pipeline, print run id, verdict and how to open it; return the exit code."""
     started = time.perf_counter()
-    result = run(cfg, parent_run_id=parent_run_id, extra_tags=extra_tags)
+    check_config(cfg)
+    check_tracking_uri(str(cfg.tracking.uri))
+    from sbilab.parts import build_parts
+
+    parts = build_parts(cfg)  # bad input fails here, before MLflow/Lightning are even imported
+    from sbilab.pipeline import run
+
+    result = run(cfg, parts, parent_run_id=parent_run_id, extra_tags=extra_tags)
     if parent_run_id:
         shown = " ".join(f"{k}={result.metrics[k]:.4g}" for k in PROGRESS_METRICS if k in result.metrics)
         print(f"sbilab: job {(extra_tags or {}).get('sbilab.job', '?')} done: run {result.run_id} "

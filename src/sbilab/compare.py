@@ -78,7 +78,8 @@ def parse_overrides(text: str) -> dict[str, str]:
 
 
 def _distinct(values: Iterable[Optional[str]]) -> int:
-    return len(set(values))
+    """How many different values, a missing value (None) not counting as one."""
+    return len({v for v in values if v is not None})
 
 
 def factor_value(child: Mapping[str, Any], key: str) -> Optional[str]:
@@ -335,7 +336,7 @@ def compare_sweep(uri: str, parent_run_id: str, metric: Optional[str] = None, fi
     comparison = build_comparison(parent_run_id, children, metric)
     recorder = tracking.recorder_for(uri, parent_run_id)
     recorder.log_text(comparison.csv(), "comparison/runs.csv")
-    header = (f"# Sweep {parent_run_id}\n\n{len(children)} child runs; swept: "
+    header = (f"# Child runs of {parent_run_id}\n\n{len(children)} child runs; swept: "
               f"{', '.join(comparison.factors) or 'nothing varies'}\n\n")
     recorder.log_text(header + (comparison.markdown() if children else "no child runs\n"), "comparison/runs.md")
     comparison.artifacts += ["comparison/runs.csv", "comparison/runs.md"]

@@ -7,10 +7,13 @@ allowed (``ConfigError``); the entry script turns it into a non-zero exit.
 from __future__ import annotations
 
 from typing import Any, Callable
+from urllib.error import URLError
+from urllib.parse import urlparse
+from urllib.request import urlopen
 
 from omegaconf import DictConfig
 
-from sbilab.errors import ConfigError
+from sbilab.errors import ConfigError, TrackingError
 
 SIMULATION_BACKENDS = ("local", "serial")
 
@@ -73,9 +76,40 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is missing from the config; expected {allowed}") from None
         if not valid(value):
             raise ConfigError(f"{key}={value!r} is invalid: expected {allowed}")
+    if cfg.diagnostics.num_ppc > cfg.diagnostics.num_observation_samples:
+        raise ConfigError(
+            f"diagnostics.num_ppc={cfg.diagnostics.num_ppc} is larger than the posterior samples it is drawn from "
+            f"(diagnostics.num_observation_samples={cfg.diagnostics.num_observation_samples})"
+        )
+    num_train = int((1 - cfg.trainer.validation_fraction) * cfg.simulation.num_simulations)
+    if num_train < 1 or cfg.simulation.num_simulations - num_train < 1:
+        raise ConfigError(
+            f"simulation.num_simulations={cfg.simulation.num_simulations} leaves no training or validation data "
+            f"with trainer.validation_fraction={cfg.trainer.validation_fraction}"
+        )
     observation_keys = [k for k in ("theta", "x", "file") if cfg.observation.get(k) is not None]
     if len(observation_keys) != 1:
         raise ConfigError(
             "observation: set exactly one of observation.theta, observation.x, observation.file "
             f"(got {', '.join(observation_keys) or 'none'}); e.g. observation.theta=null observation.x=[...]"
         )
+
+
+def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after MLflow's retries, when a tracking server does not answer."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):  # noqa: S310 (user-chosen URI)
+                return
+        except (URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise TrackingError(
+                f"tracking.uri={uri!r}: no MLflow server answers ({reason}); start one (see README) "
+                "or use the default SQLite store"
+            ) from None
+    elif scheme == "sqlite":
+        if not uri.startswith("sqlite:////"):
+            raise TrackingError(f"tracking.uri={uri!r}: use an absolute sqlite path (sqlite:////abs/path.db)")
+    elif scheme not in ("postgresql", "mysql", "databricks"):
+        raise TrackingError(f"tracking.uri={uri!r}: expected sqlite:////abs/path.db or http(s)://host:port")

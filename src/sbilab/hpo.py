@@ -95,12 +95,35 @@ def load_settings(conf_dir: Path, name: str = "default", overrides: Sequence[str
     for item in overrides:
         if "=" not in item:
             raise HpoError(f"hpo.{item}: expected hpo.<key>=<value>")
-        key, value = item.split("=", 1)
-        if OmegaConf.select(settings, key, default="__missing__") == "__missing__" and not key.startswith("params."):
+        key, text = item.split("=", 1)
+        value = _yaml_value(text)
+        if key.startswith("params."):
+            _set_param(settings, key[len("params."):], value)
+        elif key in settings:
+            settings[key] = value
+        else:
             raise HpoError(f"hpo.{key} is not an HPO setting; known: {', '.join(str(k) for k in settings.keys())}")
-        OmegaConf.update(settings, key, OmegaConf.create({"v": _yaml_value(value)}).v, force_add=True)
     check_settings(settings)
     return settings
+
+
+#: fields of one searched parameter
+SPEC_FIELDS = ("type", "low", "high", "log", "step", "choices")
+
+
+def _set_param(settings: DictConfig, rest: str, value: Any) -> None:
+    """``params.<config key>[.<field>]=value``; the config key itself contains dots; null removes it."""
+    head, _, tail = rest.rpartition(".")
+    if tail in SPEC_FIELDS and head in settings.params:
+        settings.params[head][tail] = value
+    elif value is None:
+        if rest in settings.params:
+            del settings.params[rest]
+    elif isinstance(value, dict):
+        settings.params[rest] = value
+    else:
+        raise HpoError(f"hpo.params.{rest}: expected {{type: ..., low: ..., high: ...}}, null, or a field "
+                       f"({', '.join(SPEC_FIELDS)}) of a searched key")
 
 
 def _yaml_value(text: str) -> Any:
@@ -169,10 +192,16 @@ def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
     return values
 
 
+def round_value(value: Any) -> Any:
+    """Floats to 6 significant digits: what the override says is what the run uses and records."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
 def format_override(key: str, value: Any) -> str:
-    """``key=value`` that Hydra parses back to the same value."""
+    """``key=value`` that Hydra parses back to the same value (floats stay floats)."""
     if isinstance(value, float):
-        return f"{key}={value:.6g}" if "e" not in f"{value:.6g}" else f"{key}={value:.6e}"
+        text = f"{value:.6g}"
+        return f"{key}={text if any(c in text for c in '.en') else text + '.0'}"
     return f"{key}={value}"
 
 
@@ -329,7 +358,7 @@ def run_study(settings: DictConfig, run_overrides: Sequence[str], conf_dir: Path
                 while (len(pending) < int(settings.n_jobs) and asked < int(settings.n_trials)
                        and (deadline is None or time.perf_counter() < deadline)):
                     trial = study.ask()
-                    values = suggest(trial, space)
+                    values = {k: round_value(v) for k, v in suggest(trial, space).items()}
                     trial_overrides = [format_override(k, v) for k, v in values.items()]
                     number = trial.number
                     overrides = dedupe_overrides([*base, *trial_overrides,

@@ -85,8 +85,8 @@ def make_observation(
         obs = Observation(x=summary(trace)[0].float(), raw=trace[0], source="file")
     if obs.x.numel() != x_dim:
         raise ObservationError(
-            f"observation ({obs.source}) gives {obs.x.numel()} summary values but the summary produces {x_dim}"
+            f"observation.{obs.source} gives {obs.x.numel()} summary values but the summary produces {x_dim}"
         )
     if not torch.isfinite(obs.x).all():
-        raise ObservationError(f"observation ({obs.source}) summarises to non-finite values: {obs.x.tolist()}")
+        raise ObservationError(f"observation.{obs.source} summarises to non-finite values: {obs.x.tolist()}")
     return obs

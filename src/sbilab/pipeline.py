@@ -16,38 +16,23 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 import yaml
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from sbilab.config import check_config
-from sbilab.methods import Method
-from sbilab.observation import Observation, make_observation
+from sbilab.config import check_config, check_tracking_uri
+from sbilab.observation import Observation
+from sbilab.parts import PART_GROUPS, Parts, build_parts, part_config
 from sbilab.plots.posterior import pairplot, predictive_traces
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, posterior_spec
 from sbilab.simulation import Dataset, sample_prior, simulate_dataset, stage_seed
-from sbilab.simulators.base import Simulator, derive_seeds
+from sbilab.simulators.base import derive_seeds
+from sbilab.methods import SNPE
+from sbilab.rounds import train_sequential
 from sbilab.training import TrainingResult, train_estimator
 from sbilab import tracking
 
 log = logging.getLogger(__name__)
-
-#: config groups whose chosen option becomes an `sbilab.<group>` tag
-PART_GROUPS = ("simulator", "prior", "summary", "estimator", "method")
-
-
-@dataclass
-class Parts:
-    """The instantiated parts of a run."""
-
-    simulator: Simulator
-    prior: torch.distributions.Distribution
-    summary: Any
-    method: Method
-    parameter_names: list[str]
-    x_dim: int
-
 
 @dataclass
 class RunResult:
@@ -57,37 +42,6 @@ class RunResult:
     experiment_id: str
     gates: Optional[str]
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def part_config(cfg: DictConfig, group: str) -> dict[str, Any]:
-    """A group's config as a plain dict (interpolations resolved)."""
-    return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
-
-
-def instantiate_part(cfg: Mapping[str, Any]) -> Any:
-    """Build a part from its config with Hydra, ignoring the descriptive ``name`` key."""
-    return instantiate({k: v for k, v in cfg.items() if k != "name"}, _convert_="all")
-
-
-def build_parts(cfg: DictConfig) -> Parts:
-    """Instantiate simulator, prior, summary and method, and check they fit together."""
-    simulator = instantiate_part(part_config(cfg, "simulator"))
-    prior = instantiate_part(part_config(cfg, "prior"))
-    summary = instantiate_part(part_config(cfg, "summary"))
-    method = instantiate_part(part_config(cfg, "method"))
-    names = list(cfg.prior.names)
-    prior_dim = int(sample_prior(prior, 1, 0).shape[1])
-    if len(names) != prior_dim:
-        raise ValueError(f"prior.names has {len(names)} entries but the prior has {prior_dim} parameters")
-    if prior_dim != simulator.parameter_dim:
-        raise ValueError(
-            f"prior has {prior_dim} parameters ({', '.join(names)}) but simulator "
-            f"{cfg.simulator.name!r} takes {simulator.parameter_dim}"
-        )
-    method.check_estimator(part_config(cfg, "estimator"))
-    pilot_theta = sample_prior(prior, 1, stage_seed(int(cfg.seed), "pilot"))
-    pilot_x = simulator.simulate_summaries(pilot_theta, derive_seeds(0, 0, 1), summary)
-    return Parts(simulator, prior, summary, method, names, int(pilot_x.reshape(1, -1).shape[1]))
 
 
 def experiment_name(cfg: DictConfig) -> str:
@@ -100,17 +54,16 @@ def run_tags(cfg: DictConfig, root: Path) -> dict[str, str]:
     return tags
 
 
-def run(cfg: DictConfig, *, parent_run_id: Optional[str] = None, extra_tags: Optional[Mapping[str, str]] = None) -> RunResult:
-    """Run one experiment end to end and record it in MLflow."""
-    check_config(cfg)
+def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Optional[str] = None,
+        extra_tags: Optional[Mapping[str, str]] = None) -> RunResult:
+    """Run one experiment end to end and record it in MLflow (``parts``: already built by the caller)."""
+    if parts is None:
+        check_config(cfg)
+        check_tracking_uri(str(cfg.tracking.uri))
+        parts = build_parts(cfg)
     torch.set_num_threads(int(cfg.num_threads))
     root = Path(cfg.paths.root)
-    parts = build_parts(cfg)
-    obs_cfg = cfg.observation
-    observation = make_observation(
-        parts.simulator, parts.summary, theta=obs_cfg.theta, x=obs_cfg.x, file=obs_cfg.file,
-        seed=int(obs_cfg.seed), x_dim=parts.x_dim,
-    )
+    observation = parts.observation
     tags = {**run_tags(cfg, root), **(extra_tags or {})}
     with tracking.start_run(
         cfg.tracking.uri, experiment_name(cfg), cfg.tracking.artifact_location,
@@ -122,24 +75,40 @@ def run(cfg: DictConfig, *, parent_run_id: Optional[str] = None, extra_tags: Opt
         recorder.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         recorder.log_array(observation.x.numpy(), "observation.npy")
 
-        data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
-        recorder.log_metrics(simulation_metrics(data))
-        recorder.set_tags({"sbilab.cache": cache_status(data)})
-        log.info("simulated %d (%d invalid) in %.1fs, cache: %s", data.num_requested, data.num_invalid,
-                 data.seconds, cache_status(data))
-
         trainer_cfg = {**part_config(cfg, "trainer"), "root_dir": str(Path(cfg.paths.output_dir))}
-        trained = train_estimator(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_cfg,
-                                  stage_seed(int(cfg.seed), "train"), callbacks=[recorder.epoch_callback()])
+        embedding_net = getattr(parts.summary, "embedding_net", None)  # a learned summary's x-embedding factory
+        if isinstance(parts.method, SNPE):
+            last = parts.method.num_rounds - 1
+            trained, posterior, _ = train_sequential(
+                parts.method, part_config(cfg, "estimator"),
+                lambda proposal, round_, num: simulate_round(cfg, parts, recorder, proposal, round_, num),
+                observation.x, parts.prior, trainer_cfg, stage_seed(int(cfg.seed), "train"),
+                int(cfg.simulation.num_simulations),
+                callbacks_for_round=lambda r: [recorder.epoch_callback(prefix="" if r == last else f"round_{r}/")],
+                on_round_end=lambda r, metrics: recorder.log_metrics(metrics, step=r),
+                embedding_net=embedding_net,
+            )
+        else:
+            data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
+            recorder.log_metrics(simulation_metrics(data))
+            recorder.set_tags({"sbilab.cache": cache_status(data)})
+            log.info("simulated %d (%d invalid) in %.1fs, cache: %s", data.num_requested, data.num_invalid,
+                     data.seconds, cache_status(data))
+            trained = train_estimator(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_cfg,
+                                      stage_seed(int(cfg.seed), "train"), callbacks=[recorder.epoch_callback()],
+                                      embedding_net=embedding_net)
+            posterior = parts.method.build_posterior(trained.estimator, parts.prior)
         recorder.log_metrics({"val/loss_best": trained.best_val_loss, "train/epochs": trained.epochs,
                               "time/train_s": trained.seconds})
-        posterior = parts.method.build_posterior(trained.estimator, parts.prior)
 
+        torch.manual_seed(stage_seed(int(cfg.seed), "observation-samples"))
+        samples = posterior.sample((int(cfg.diagnostics.num_observation_samples),), x=observation.x,
+                                   show_progress_bars=False)
         metrics = {"val/loss_best": trained.best_val_loss, "time/train_s": trained.seconds,
-                   **record_posterior(cfg, parts, posterior, observation, trained, recorder)}
+                   **record_posterior(cfg, parts, posterior, observation, samples, trained, recorder)}
         gates = None
         if cfg.diagnostics.enabled:
-            diag_metrics, gates = diagnose(cfg, parts, posterior, observation, recorder)
+            diag_metrics, gates = diagnose(cfg, parts, posterior, observation, samples, recorder)
             metrics.update(diag_metrics)
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
         return RunResult(recorder.run_id, recorder.experiment_id, gates, metrics)
@@ -157,6 +126,28 @@ def simulate(cfg: DictConfig, parts: Parts, *, purpose: str, num: int) -> Datase
     )
 
 
+def simulate_round(cfg: DictConfig, parts: Parts, recorder: tracking.RunRecorder, proposal: Any, round_: int,
+                   num: int) -> tuple[Tensor, Tensor]:
+    """Sequential methods: round 0 is the usual (cached) prior simulation; later rounds draw θ from
+    ``proposal`` (the last posterior at x_o) and are not cached."""
+    if round_ == 0:
+        data = simulate(cfg, parts, purpose="train", num=num)
+        recorder.set_tags({"sbilab.cache": cache_status(data)})
+        prefix = ""
+    else:
+        sim = cfg.simulation
+        data = simulate_dataset(
+            parts.simulator, proposal, parts.summary, num, int(cfg.seed), purpose=f"train-round-{round_}",
+            chunk_size=int(sim.chunk_size), num_workers=int(sim.num_workers), backend=str(sim.backend),
+            cache_dir=None, key_parts=None, invalid_warn_fraction=float(sim.invalid_warn_fraction),
+        )
+        prefix = f"round_{round_}/"
+    recorder.log_metrics(simulation_metrics(data, prefix=prefix))
+    log.info("round %d: simulated %d (%d invalid) in %.1fs", round_, data.num_requested, data.num_invalid,
+             data.seconds)
+    return data.theta, data.x
+
+
 def simulation_metrics(data: Dataset, prefix: str = "") -> dict[str, float]:
     return {
         f"time/{prefix}simulate_s": data.seconds,
@@ -172,22 +163,23 @@ def cache_status(data: Dataset) -> str:
     return "partial" if data.chunks_from_cache else "miss"
 
 
-def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation,
+def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation, samples: Tensor,
                      trained: TrainingResult, recorder: tracking.RunRecorder) -> dict[str, float]:
     """Posterior samples at x_o, the posterior artifact, and the figures about them."""
-    torch.manual_seed(stage_seed(int(cfg.seed), "observation-samples"))
-    samples = posterior.sample((int(cfg.diagnostics.num_observation_samples),), x=observation.x,
-                               show_progress_bars=False)
     recorder.log_array(samples.numpy(), "posterior_samples.npy")
     metrics: dict[str, float] = {}
     if observation.theta is not None:
         metrics["posterior/logprob_true_theta"] = float(posterior.log_prob(observation.theta[None], x=observation.x)[0])
         recorder.log_metrics(metrics)
 
+    learned_summary = hasattr(parts.summary, "embedding_net")  # its weights are in the state dict: rebuild it on load
     spec = posterior_spec(part_config(cfg, "method"), part_config(cfg, "estimator"), part_config(cfg, "prior"),
-                          len(parts.parameter_names), parts.x_dim)
+                          len(parts.parameter_names), parts.x_dim,
+                          summary_cfg=part_config(cfg, "summary") if learned_summary else None)
     recorder.log_text(yaml.safe_dump(spec, sort_keys=False), f"posterior/{SPEC_FILE}")
     recorder.log_torch_state(trained.estimator.state_dict(), f"posterior/{STATE_FILE}")
+    if cfg.tracking.get("log_model", True):
+        tracking.log_posterior_model(recorder)  # pyfunc model (from code) over the posterior/ folder
 
     best_epoch = int(np.nanargmin(trained.val_losses)) if trained.val_losses else -1
     recorder.log_figure(loss_curves(trained.train_losses, trained.val_losses, best_epoch), "plots/loss.png")
@@ -219,7 +211,7 @@ def ppc_traces(cfg: DictConfig, parts: Parts, samples: Tensor, observation: Obse
     return predictive_traces(time_axis, observation.raw.numpy(), predicted, current, scale)
 
 
-def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation,
+def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation, samples: Tensor,
              recorder: tracking.RunRecorder) -> tuple[dict[str, float], str]:
     """Calibration on a held-out test set and a predictive check at x_o; log and return the verdict."""
     from sbilab.diagnostics import run_diagnostics
@@ -229,14 +221,12 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
     test = simulate(cfg, parts, purpose="test", num=int(dcfg.num_test))
     recorder.log_metrics(simulation_metrics(test, prefix="test_"))
 
-    torch.manual_seed(stage_seed(int(cfg.seed), "ppc"))
-    ppc_theta = posterior.sample((int(dcfg.num_ppc),), x=observation.x, show_progress_bars=False)
+    ppc_theta = samples[: int(dcfg.num_ppc)]  # the first draws of the (seeded) posterior samples at x_o
     ppc_seeds = derive_seeds(stage_seed(int(cfg.seed), "ppc"), 0, ppc_theta.shape[0])
     predictive_x = parts.simulator.simulate_summaries(ppc_theta, ppc_seeds, parts.summary)
-    reference = None
-    if observation.theta is not None:
-        reference = parts.simulator.reference_posterior(observation.x, int(dcfg.num_observation_samples),
-                                                        stage_seed(int(cfg.seed), "reference"))
+    # the reference depends on x_o only: c2st works for simulated and given observations alike
+    reference = parts.simulator.reference_posterior(observation.x, int(dcfg.num_observation_samples),
+                                                    stage_seed(int(cfg.seed), "reference"))
     result = run_diagnostics(
         posterior, test.theta, test.x,
         parameter_names=parts.parameter_names,
@@ -245,7 +235,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
         thresholds=dict(dcfg.thresholds),
         seed=stage_seed(int(cfg.seed), "diagnostics"),
         x_o=observation.x,
-        theta_o=observation.theta,
+        observed_samples=samples,  # θ*'s log-prob is logged with the samples, not here
         predictive_x=predictive_x,
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,

@@ -2,13 +2,15 @@
 
 Nothing is unpickled on load: the state dict is read with ``weights_only=True``
 and the network and prior are rebuilt from their configs, so a store cannot make
-the loader run arbitrary code.
+the loader run arbitrary code. A summary with a learned embedding of x (its
+``embedding_net()``) is rebuilt from the spec's ``summary`` config, under the same
+rule: only ``sbilab.*`` targets are instantiated.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 import yaml
@@ -22,9 +24,13 @@ STATE_FILE = "estimator.pt"
 
 
 def posterior_spec(method_cfg: Mapping[str, Any], estimator_cfg: Mapping[str, Any], prior_cfg: Mapping[str, Any],
-                   theta_dim: int, x_dim: int) -> dict[str, Any]:
-    """Everything needed to rebuild the posterior around a saved state dict."""
-    return {
+                   theta_dim: int, x_dim: int, summary_cfg: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Everything needed to rebuild the posterior around a saved state dict.
+
+    ``summary_cfg``: the summary's config; needed when the summary brings a learned
+    embedding of x (``embedding_net()``), whose weights are part of the state dict.
+    """
+    spec = {
         "format": 1,
         "method": dict(method_cfg),
         "estimator": dict(estimator_cfg),
@@ -32,6 +38,9 @@ def posterior_spec(method_cfg: Mapping[str, Any], estimator_cfg: Mapping[str, An
         "theta_dim": int(theta_dim),
         "x_dim": int(x_dim),
     }
+    if summary_cfg is not None:
+        spec["summary"] = dict(summary_cfg)
+    return spec
 
 
 def _trusted_part(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,17 +48,39 @@ def _trusted_part(cfg: Mapping[str, Any]) -> dict[str, Any]:
     target = str(cfg.get("_target_", ""))
     if not target.startswith("sbilab."):
         raise ValueError(f"posterior spec names _target_={target!r}; only sbilab.* parts are rebuilt on load")
+    _refuse_nested_targets(cfg, top=True)
     return {k: v for k, v in cfg.items() if k != "name"}
+
+
+def _refuse_nested_targets(node: Any, top: bool = False) -> None:
+    """Hydra instantiates nested ``_target_`` keys too: refuse any that is not sbilab.*."""
+    if isinstance(node, Mapping):
+        target = node.get("_target_")
+        if not top and target is not None and not str(target).startswith("sbilab."):
+            raise ValueError(f"posterior spec names _target_={target!r}; only sbilab.* parts are rebuilt on load")
+        for value in node.values():
+            _refuse_nested_targets(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _refuse_nested_targets(value)
 
 
 def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> NeuralPosterior:
     """Rebuild method, network and prior from ``spec`` and load the trained weights."""
     if spec.get("format") != 1:
         raise ValueError(f"unknown posterior spec format {spec.get('format')!r}")
-    method = instantiate(_trusted_part(spec["method"]))
+    method = instantiate(_trusted_part(spec["method"]), _convert_="all")
     prior = instantiate(_trusted_part(spec["prior"]))
     theta, x = placeholder_batch(spec["theta_dim"], spec["x_dim"])
-    estimator = method.build_estimator(spec["estimator"], theta, x)
+    embedding = None
+    if spec.get("summary") is not None:
+        summary = instantiate(_trusted_part(spec["summary"]), _convert_="all")
+        if hasattr(summary, "embedding_net"):
+            embedding = summary.embedding_net()
+    if embedding is None:
+        estimator = method.build_estimator(spec["estimator"], theta, x)
+    else:
+        estimator = method.build_estimator(spec["estimator"], theta, x, embedding_net=embedding)
     estimator.load_state_dict(dict(state))
     return method.build_posterior(estimator, prior)
 

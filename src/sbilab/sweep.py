@@ -8,6 +8,7 @@ into warnings, so a failure here exits the multirun instead of raising.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -54,20 +55,29 @@ class SweepParentRun(Callback):
         os.environ[PARENT_ENV] = self.parent_run_id
         os.environ[SWEEP_ENV] = sweep_id
         os.environ[TRACKING_ENV] = self.uri
+        # Hydra skips on_multirun_end when a job failed: close the parent at exit in any case
+        atexit.register(self._finish, interrupted=True)
         print(f"sbilab: sweep {sweep_id}: parent run {self.parent_run_id}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(interrupted=False)
+
+    def _finish(self, interrupted: bool) -> None:
+        """Close the parent (FAILED unless every child finished) and compare the children, once."""
         if self.parent_run_id is None or self.uri is None:
             return
+        parent_run_id, self.parent_run_id = self.parent_run_id, None
         from sbilab import tracking
 
-        summary = tracking.finish_parent_run(self.uri, self.parent_run_id)
-        print(f"sbilab: sweep finished: {summary}", flush=True)
-        if self.compare:
-            from sbilab.compare import compare_sweep
+        summary = tracking.finish_parent_run(self.uri, parent_run_id, jobs_failed=interrupted)
+        print(f"sbilab: sweep {'ended early' if interrupted else 'finished'}: {summary}", flush=True)
+        if not self.compare:
+            return
+        from sbilab.compare import compare_sweep
 
-            try:
-                compare_sweep(self.uri, self.parent_run_id)
-            except Exception as error:
-                print(f"sbilab: error: comparison of sweep {self.parent_run_id} failed: {error}", file=sys.stderr)
+        try:
+            compare_sweep(self.uri, parent_run_id)
+        except Exception as error:
+            print(f"sbilab: error: comparison of sweep {parent_run_id} failed: {error}", file=sys.stderr)
+            if not interrupted:
                 raise SystemExit(2) from error

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
@@ -33,6 +33,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, RunStatus  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from sbilab.config import check_tracking_uri  # noqa: E402
 from sbilab.errors import TrackingError  # noqa: E402
 
 #: params that describe where things are on this machine, not the experiment
@@ -79,16 +80,15 @@ def init_store(uri: str, experiment: str, artifact_location: Optional[str]) -> s
     For SQLite a file lock serialises schema creation and get-or-create, so
     parallel jobs never race on migrations.
     """
+    check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
-    lock: Any = None
-    if uri.startswith("sqlite:///"):
-        db_path = Path(uri[len("sqlite:///") :])
-        if not db_path.is_absolute():
-            raise TrackingError(f"tracking.uri={uri!r}: use an absolute sqlite path (sqlite:////abs/path.db)")
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(db_path) + ".lock", timeout=120)
+    lock: Any = nullcontext()
     try:
-        with lock if lock is not None else _nullcontext():
+        if uri.startswith("sqlite:///"):
+            db_path = Path(uri[len("sqlite:///") :])
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(db_path) + ".lock", timeout=120)
+        with lock:
             client = MlflowClient(uri)
             found = client.get_experiment_by_name(experiment)
             if found is not None:
@@ -99,11 +99,6 @@ def init_store(uri: str, experiment: str, artifact_location: Optional[str]) -> s
             raise
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TrackingError(f"tracking.uri={uri!r}: cannot open the MLflow store ({first_line})") from None
-
-
-@contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield
 
 
 class EpochMetrics(Callback):
@@ -306,8 +301,8 @@ def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def finish_parent_run(uri: str, parent_run_id: str) -> str:
-    """Close a sweep's parent: FINISHED when every child finished, else FAILED; return a summary."""
+def finish_parent_run(uri: str, parent_run_id: str, jobs_failed: bool = False) -> str:
+    """Close a sweep's parent: FINISHED when every job and child finished, else FAILED; return a summary."""
     children = child_runs(uri, parent_run_id)
     counts: dict[str, int] = {}
     for child in children:
@@ -315,9 +310,10 @@ def finish_parent_run(uri: str, parent_run_id: str) -> str:
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no child runs"
     client = MlflowClient(uri)
     client.set_tag(parent_run_id, "sbilab.children", summary)
-    ok = bool(children) and counts.get("FINISHED", 0) == len(children)
+    ok = not jobs_failed and bool(children) and counts.get("FINISHED", 0) == len(children)
     if not ok:
-        client.set_tag(parent_run_id, "sbilab.error", f"not every child run finished: {summary}")
+        reason = "a job failed (see the sweep's output)" if jobs_failed else "not every child run finished"
+        client.set_tag(parent_run_id, "sbilab.error", f"{reason}: {summary}")
     client.set_terminated(parent_run_id, "FINISHED" if ok else "FAILED")
     return summary
 
@@ -463,6 +459,8 @@ def register_posterior_model(uri: str, run_id: str, name: Optional[str] = None) 
     from mlflow.exceptions import MlflowException
 
     _check_store_exists(uri)
+    # the registry resolves a `models:/m-…` source through the global tracking URI
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         run = client.get_run(run_id)

@@ -3,7 +3,13 @@
 The LightningModule minimises the method's per-sample loss with Adam, gradient
 norm clipping and early stopping on the validation loss, and restores the best
 weights at the end — exactly what sbi's ``train()`` does, so the two paths agree
-(tested). Per-epoch losses are kept on the module and handed to callbacks.
+(tested for NPE, NRE-B/C and sequential NPE). Per-epoch losses are kept on the
+module and handed to callbacks.
+
+Validation uses the method's ``validation_loss`` (its training loss, except for
+FMPE/NPSE, which evaluate sbi's fixed grid of times). The same early-stopping rule
+(patience on the validation loss, strict improvement) applies to every method; sbi's
+FMPE/NPSE trainers use an EMA and a 2-σ rule instead (see ``sbilab.methods``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import time
 from copy import deepcopy
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import lightning as L
 import torch
@@ -55,7 +61,7 @@ class EstimatorModule(L.LightningModule):
         return losses.mean()
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        self._accumulate("val", self.method.loss(self.estimator, batch[0], batch[1]))
+        self._accumulate("val", self.method.validation_loss(self.estimator, batch[0], batch[1]))
 
     def on_validation_epoch_end(self) -> None:
         # the epoch's training batches are done when validation runs: close both means here
@@ -97,18 +103,36 @@ def train_estimator(
     trainer_cfg: Mapping[str, Any],
     seed: Optional[int],
     callbacks: Sequence[Callback] = (),
+    *,
+    embedding_net: Optional[Callable[[], nn.Module]] = None,
+    estimator: Optional[nn.Module] = None,
 ) -> TrainingResult:
     """Split, build the network on the training split, and fit it with Lightning.
 
     Seeds the global torch generator with ``seed`` first (``None``: continue the
     current stream): split, network initialisation and batch order follow from
     it, in the same order as in sbi.
+
+    ``embedding_net``: a factory of a fresh x-embedding module (a learned summary's
+    ``embedding_net``), called after the split so that its initialisation follows
+    from ``seed``; it becomes part of the network and is trained with it.
+    ``estimator``: continue training this network instead of building one (later
+    rounds of sequential methods; its z-scoring stays that of its first data).
     """
     started = time.perf_counter()
     if seed is not None:
         torch.manual_seed(seed)
     split = split_indices(theta.shape[0], float(trainer_cfg["validation_fraction"]))
-    estimator = method.build_estimator(estimator_cfg, theta[split.train], x[split.train])
+    if estimator is None:
+        embedding = embedding_net() if embedding_net is not None else None
+        if embedding is None:
+            estimator = method.build_estimator(estimator_cfg, theta[split.train], x[split.train])
+        else:
+            estimator = method.build_estimator(estimator_cfg, theta[split.train], x[split.train],
+                                               embedding_net=embedding)
+    # training mode from the start (a network trained before was left in eval mode; sbi's shared default
+    # nn.Identity embedding may be in eval mode from another network): no effect on sbi's layers' outputs
+    estimator.train()
     train_loader, val_loader = make_loaders(theta, x, split, int(trainer_cfg["batch_size"]))
     module = EstimatorModule(estimator, method, float(trainer_cfg["learning_rate"]))
     early_stopping = EarlyStopping(

@@ -167,6 +167,16 @@ def posterior_log_prob_batched(
     x = as_float_tensor(x)
     num_s, n = theta.shape[:2]
     chunk = chunk_size or default_chunk_size(num_s)
+    if not hasattr(posterior, "log_prob_batched"):
+        # MCMC/vector-field posteriors: one (unnormalised where supported) log_prob call per test point
+        return torch.stack(
+            [
+                as_float_tensor(call_with_supported_kwargs(posterior.log_prob, theta[:, i], x=x[i],
+                                                           norm_posterior=False)).reshape(num_s)
+                for i in range(n)
+            ],
+            dim=1,
+        )
     out: list[Tensor] = []
     for start in range(0, n, chunk):
         lp = call_with_supported_kwargs(

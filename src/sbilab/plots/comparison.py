@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 #: one panel: (metric name, {series label: [(budget, value), ...]})
 Panel = tuple[str, Mapping[str, Sequence[tuple[float, float]]]]
@@ -123,6 +124,11 @@ def param_slices(points: Mapping[str, Sequence[tuple[object, float]]], metric: s
             ax.plot([x for x, _ in pairs], [y for _, y in pairs], "o", alpha=0.8)
             if key in log_keys:
                 ax.set_xscale("log")
+                xs = [float(x) for x, _ in pairs if float(x) > 0]  # type: ignore[arg-type]
+                decades = math.log10(max(xs) / min(xs)) if xs else 0.0
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 1.5 else (1.0,)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
         elif pairs:
             labels = sorted({str(x) for x, _ in pairs})
             ax.plot([labels.index(str(x)) for x, _ in pairs], [y for _, y in pairs], "o", alpha=0.8)

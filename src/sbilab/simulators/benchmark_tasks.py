@@ -298,6 +298,9 @@ class BenchmarkTask(Simulator):
             raise ValueError(f"simulator.reference={reference!r}: expected one of {', '.join(REFERENCE_SOURCES)}")
         self.reference = reference
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reference={self.reference!r})"
+
     # -- simulation ---------------------------------------------------------------------
 
     def simulate(self, theta: Tensor, seeds: np.ndarray) -> Tensor:

@@ -1,0 +1,134 @@
+"""Sequential NPE: several rounds of simulate → train, each round's proposal the last posterior at x_o.
+
+This reproduces sbi's multi-round NPE-C loop (``append_simulations(θ, x, proposal)``
+then ``train()`` per round, defaults ``retrain_from_scratch=False``,
+``discard_prior_samples=False``):
+
+- round 0 simulates from the prior and trains a fresh network with NPE's loss;
+- round r > 0 simulates from the round r−1 posterior at x_o, appends the new pairs to
+  all earlier ones, re-splits all of them (new ``randperm``), and continues training the
+  *same* network (its z-scoring stays that of round 0) with a new Adam optimiser, a reset
+  early-stopping state and sbi NPE-C's atomic loss (:func:`sbilab.methods.atomic_npe_loss`).
+
+Each round seeds the global generator with :func:`round_seed` before its split, so a
+run is reproducible and the test can replay the same stream through sbi's own trainer.
+"""
+
+from __future__ import annotations
+
+import time
+from copy import deepcopy
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+from torch.distributions import Distribution
+
+from sbilab.methods import SNPE
+from sbilab.training import TrainingResult, train_estimator
+
+#: (proposal, round, number of simulations) → (θ [n, D], x [n, d]); round 0's proposal is the prior,
+#: later ones a :class:`PosteriorAtObservation` (``proposal.sample((n,))`` works for both)
+SimulateRound = Callable[[Any, int, int], tuple[Tensor, Tensor]]
+
+
+class PosteriorAtObservation:
+    """A round's proposal: the previous posterior at x_o, sampled like a prior (no x, no progress bar).
+
+    ``sample`` delegates to the posterior's ``sample(shape, x=x_o)`` (same random stream as
+    sbi's ``posterior.set_default_x(x_o).sample``); ``posterior`` is the sbi object itself.
+    """
+
+    def __init__(self, posterior: Any, x_o: Tensor) -> None:
+        self.posterior = posterior
+        self.x_o = x_o
+
+    def sample(self, sample_shape: Any = torch.Size(), **kwargs: Any) -> Tensor:
+        kwargs.setdefault("show_progress_bars", False)
+        return self.posterior.sample(sample_shape, x=self.x_o, **kwargs)
+
+    def log_prob(self, theta: Tensor, **kwargs: Any) -> Tensor:
+        return self.posterior.log_prob(theta, x=self.x_o, **kwargs)
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """The seed of round ``round_``'s split, initialisation and batch order."""
+    return int(seed) + 7919 * int(round_)
+
+
+def train_sequential(
+    method: SNPE,
+    estimator_cfg: Mapping[str, Any],
+    simulate_round: SimulateRound,
+    x_o: Tensor,
+    prior: Distribution,
+    trainer_cfg: Mapping[str, Any],
+    seed: int,
+    num_simulations: int,
+    *,
+    callbacks_for_round: Optional[Callable[[int], Sequence[Callback]]] = None,
+    on_round_end: Optional[Callable[[int, dict[str, float]], None]] = None,
+    embedding_net: Optional[Callable[[], torch.nn.Module]] = None,
+) -> tuple[TrainingResult, Any, list[dict[str, float]]]:
+    """Run ``method.num_rounds`` rounds; return the last round's training, the posterior and per-round metrics.
+
+    ``num_simulations`` is the total budget, split with ``method.round_sizes``.
+    ``callbacks_for_round(r)``: Lightning callbacks for round r (e.g. an epoch logger
+    with a per-round prefix). ``on_round_end(r, metrics)``: called after each round,
+    e.g. to log ``metrics`` with step = r. Non-finite rows returned by
+    ``simulate_round`` are dropped (counted in ``round/invalid``); the atomic loss
+    couples rows, so they cannot stay.
+
+    Per-round metrics: ``round/num_simulations``, ``round/invalid``, ``round/simulate_s``,
+    ``round/train_s``, ``round/epochs``, ``round/val_loss_best`` (round 0: −log q; later
+    rounds: the atomic loss, so the values of different rounds do not compare).
+    """
+    sizes = method.round_sizes(int(num_simulations))
+    x_o = torch.as_tensor(x_o, dtype=torch.float32).reshape(1, -1)
+    thetas: list[Tensor] = []
+    xs: list[Tensor] = []
+    proposal: Any = prior
+    estimator = None
+    posterior = None
+    result: Optional[TrainingResult] = None
+    per_round: list[dict[str, float]] = []
+    total_seconds = 0.0
+    for round_, size in enumerate(sizes):
+        started = time.perf_counter()
+        theta, x = simulate_round(proposal, round_, size)
+        simulate_s = time.perf_counter() - started
+        theta = torch.as_tensor(theta, dtype=torch.float32).reshape(theta.shape[0], -1)
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(x.shape[0], -1)
+        valid = torch.isfinite(theta).all(dim=1) & torch.isfinite(x).all(dim=1)
+        thetas.append(theta[valid])
+        xs.append(x[valid])
+
+        round_method = method.at_round(round_, prior)
+        callbacks = list(callbacks_for_round(round_)) if callbacks_for_round is not None else []
+        result = train_estimator(
+            round_method, estimator_cfg, torch.cat(thetas), torch.cat(xs), trainer_cfg, round_seed(seed, round_),
+            callbacks=callbacks, embedding_net=embedding_net if estimator is None else None, estimator=estimator,
+        )
+        estimator = result.estimator
+        total_seconds += simulate_s + result.seconds
+        metrics = {
+            "round/num_simulations": float(theta.shape[0]),
+            "round/invalid": float((~valid).sum()),
+            "round/simulate_s": simulate_s,
+            "round/train_s": result.seconds,
+            "round/epochs": float(result.epochs),
+            "round/val_loss_best": result.best_val_loss,
+        }
+        per_round.append(metrics)
+        if on_round_end is not None:
+            on_round_end(round_, metrics)
+        # the proposal of the next round must not follow the network while it trains on
+        posterior = method.build_posterior(deepcopy(estimator) if round_ + 1 < len(sizes) else estimator, prior)
+        proposal = PosteriorAtObservation(posterior, x_o)
+
+    assert result is not None and posterior is not None
+    result.extra["rounds"] = per_round
+    result.extra["total_seconds"] = total_seconds
+    result.extra["num_simulations"] = int(sum(t.shape[0] for t in thetas))
+    return result, posterior, per_round

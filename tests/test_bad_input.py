@@ -1,0 +1,96 @@
+"""Bad input through scripts/train.py: exit ≠ 0 within seconds, one line naming the key, nothing lost."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_train
+
+X_ONLY = ["observation.theta=null"]
+
+
+def _files(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "nan.csv").write_text("-70\n-69\nnan\n")
+    (tmp_path / "garbage.csv").write_text("volts,are,here\nnot,a,number\n")
+    np.save(tmp_path / "bad.npy", np.array([1.0]))
+    (tmp_path / "bad.npy").write_bytes(b"not really numpy")
+
+
+CASES = [
+    # (overrides, text the one-line message must contain)
+    (["estimator=foo"], "estimator"),
+    (["simulator=nope"], "simulator"),
+    (["simulation.num_simulations=abc"], "simulation.num_simulations"),
+    (["simulation.num_simulations=0"], "simulation.num_simulations"),
+    (["simulation.num_simulations=-5"], "simulation.num_simulations"),
+    (["simulation.chunk_size=0"], "simulation.chunk_size"),
+    (["simulation.num_workers=0"], "simulation.num_workers"),
+    (["trainer.batch_size=0"], "trainer.batch_size"),
+    (["trainer.learning_rate=abc"], "trainer.learning_rate"),
+    (["diagnostics.num_test=-1"], "diagnostics.num_test"),
+    (["diagnostics.num_ppc=20000"], "diagnostics.num_ppc"),
+    (["prior.low=[90,1e-4]"], "prior.low"),
+    (["prior.low=[0.5,1e-4,1]"], "prior.low"),
+    (["prior.low=[0.5,1e-4,1]", "prior.high=[80,15,2]", "prior.names=[a,b,c]"], "simulator"),
+    (["prior.names=[a]"], "prior.names"),
+    (["observation.theta=[1,2,3]"], "observation.theta"),
+    ([*X_ONLY, "observation.x=[1,2]"], "observation.x"),
+    ([*X_ONLY, "observation.x=null"], "observation"),
+    ([*X_ONLY, "observation.file=/nonexistent/trace.csv"], "observation.file"),
+    ([*X_ONLY, "observation.file={tmp}/empty.csv"], "observation.file"),
+    ([*X_ONLY, "observation.file={tmp}/nan.csv"], "observation.file"),
+    ([*X_ONLY, "observation.file={tmp}/garbage.csv"], "observation.file"),
+    ([*X_ONLY, "observation.file={tmp}/bad.npy"], "observation.file"),
+    (["estimator.model=mlp"], "estimator.model"),
+    (["simulator.backend=gpu"], "simulator.backend"),
+    (["tracking.uri=http://127.0.0.1:9"], "tracking.uri"),
+    (["tracking.uri=sqlite:///relative/mlflow.db"], "tracking.uri"),
+]
+
+
+@pytest.fixture(scope="module")
+def populated_store(tmp_path_factory):
+    """A store that already holds one finished run, which bad input must leave untouched."""
+    root = tmp_path_factory.mktemp("bad_input")
+    uri = f"sqlite:///{root}/mlflow.db"
+    overrides = [f"tracking.uri={uri}", f"tracking.artifact_location=file://{root}/artifacts",
+                 f"paths.cache_dir={root}/cache"]
+    result = run_train(["simulation.num_simulations=200", "trainer=fast", "diagnostics.enabled=false", *overrides])
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("hodgkin_huxley").experiment_id])
+    return uri, overrides, run
+
+
+@pytest.mark.parametrize("args,key", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_fails_fast_with_the_key_and_loses_nothing(populated_store, tmp_path, args, key):
+    uri, overrides, earlier = populated_store
+    _files(tmp_path)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    # the tracking cases replace the store override; the others write into the populated store
+    store_overrides = [o for o in overrides if not (o.startswith("tracking.uri") and any(a.startswith("tracking.uri") for a in args))]
+    started = time.monotonic()
+    result = run_train(["simulation.num_simulations=200", *args, *store_overrides], timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+    assert key in result.stderr, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr, result.stderr[-1500:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("hodgkin_huxley").experiment_id])
+    assert [r.info.run_id for r in runs] == [earlier.info.run_id]  # no new run at all, FINISHED or not
+    after = runs[0]
+    assert after.info.status == "FINISHED" and after.data.metrics == earlier.data.metrics
+
+
+def test_error_is_a_single_line_for_sbilab_checks(populated_store):
+    _, overrides, _ = populated_store
+    result = run_train(["simulation.num_simulations=abc", *overrides])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["sbilab: error: simulation.num_simulations='abc' is invalid: expected an integer >= 1"]
+    assert result.returncode == 2

@@ -1,0 +1,201 @@
+"""Sweep comparison: factor detection, the table, and the artifacts on a real SQLite parent run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sbilab import tracking
+from sbilab.compare import (
+    BUDGET_KEY,
+    budget_panels,
+    build_comparison,
+    compare_sweep,
+    heatmap_axes,
+    heatmap_grid,
+    metric_columns,
+    parse_overrides,
+    swept_factors,
+    to_markdown,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(run_id: str, estimator: str, budget: int, *, status: str = "FINISHED", metrics=None, overrides=True,
+          extra_params=None) -> dict:
+    """A child run as `tracking.child_runs` returns it."""
+    params = {"estimator.name": estimator, "estimator.model": estimator, BUDGET_KEY: str(budget), "seed": "0",
+              **({"estimator.num_transforms": "5"} if estimator != "mdn" else {"estimator.num_components": "10"}),
+              **(extra_params or {})}
+    tags = {"choice.estimator": estimator, "choice.trainer": "fast", "sbilab.estimator": estimator}
+    if overrides:
+        tags["sbilab.overrides"] = (f"tracking.uri=sqlite\\:////x.db trainer=fast {BUDGET_KEY}={budget} "
+                                    f"estimator={estimator}")
+    return {"run_id": run_id, "run_name": f"run-{run_id}", "status": status, "params": params, "tags": tags,
+            "metrics": metrics if metrics is not None else {}, "start_time": 1000, "end_time": 5000}
+
+
+def grid_children(overrides: bool = True) -> list[dict]:
+    runs = []
+    for i, (estimator, budget) in enumerate([(e, b) for e in ("maf", "mdn") for b in (200, 300)]):
+        runs.append(child(f"r{i}", estimator, budget, overrides=overrides, metrics={
+            "val/loss_best": 10.0 - i, "tarp/atc": 0.1 * i, "time/train_s": 1.0, "time/simulate_s": 0.5,
+            "time/total_s": 2.0 + i, "train/epochs": 5.0, "sbc/ks_pvalue/b": 0.2, "sbc/ks_pvalue/a": 0.3,
+            "train/loss": 1.0}))
+    return runs
+
+
+def test_parse_overrides_strips_prefixes_and_keeps_escaped_values():
+    found = parse_overrides("estimator=maf +x.y=3 ~z=1 tracking.uri=sqlite\\:////a.db flag")
+    assert found == {"estimator": "maf", "x.y": "3", "z": "1", "tracking.uri": "sqlite\\:////a.db"}
+
+
+def test_swept_factors_come_from_the_overrides_that_vary():
+    assert swept_factors(grid_children()) == [BUDGET_KEY, "estimator"]
+    one_factor = [c for c in grid_children() if c["params"][BUDGET_KEY] == "200"]
+    assert swept_factors(one_factor) == ["estimator"]
+    assert swept_factors(grid_children()[:1]) == []
+
+
+def test_swept_factors_without_override_tags_use_choices_and_params():
+    # estimator-dependent params (num_transforms / num_components) are not factors of their own
+    assert swept_factors(grid_children(overrides=False)) == ["estimator", BUDGET_KEY]
+
+
+def test_metric_columns_follow_the_key_order_and_skip_the_rest():
+    columns = metric_columns(grid_children())
+    assert columns == ["val/loss_best", "sbc/ks_pvalue/a", "sbc/ks_pvalue/b", "tarp/atc", "time/simulate_s",
+                       "time/train_s", "time/total_s", "train/epochs"]
+
+
+def test_table_rows_are_sorted_and_formatted():
+    runs = grid_children()
+    runs.append(child("bad", "maf", 250, status="FAILED", metrics={"train/loss": 3.0}))
+    comparison = build_comparison("parent", runs)
+    assert comparison.factors == [BUDGET_KEY, "estimator"]
+    assert [r[BUDGET_KEY] for r in comparison.rows] == ["200", "200", "250", "300", "300"]
+    assert comparison.best["run_id"] == "r3"  # lowest val/loss_best among FINISHED runs
+    table = list(csv.DictReader(io.StringIO(comparison.csv())))
+    assert table[2]["status"] == "FAILED" and table[2]["val/loss_best"] == ""
+    assert float(table[0]["val/loss_best"]) == 10.0
+    md = comparison.markdown().splitlines()
+    assert md[0].startswith("| run_id | run_name | status | gates | simulation.num_simulations | estimator |")
+    assert len(md) == 2 + len(runs)
+    assert "| maf |" in md[2] and md[1].count("---:") >= 1
+    assert to_markdown(["a"], [{"a": "x|y"}]).splitlines()[2] == "| x\\|y |"
+
+
+def test_budget_panels_group_by_estimator_and_the_other_factors():
+    panels = dict(budget_panels(grid_children(), [BUDGET_KEY, "estimator"]))
+    assert set(panels) == {"val/loss_best", "tarp/atc", "wall time (s)"}
+    assert sorted(panels["val/loss_best"]["maf"]) == [(200.0, 10.0), (300.0, 9.0)]
+    seeds = [child(f"s{i}", "nsf", 100, extra_params={"seed": str(i)}, metrics={"val/loss_best": float(i)})
+             for i in range(2)]
+    panels = dict(budget_panels(seeds, ["seed"]))
+    assert set(panels["val/loss_best"]) == {"nsf · seed=0", "nsf · seed=1"}
+
+
+def test_heatmap_grid_means_replicates_and_puts_the_budget_on_columns():
+    assert heatmap_axes([BUDGET_KEY, "estimator"]) == ("estimator", BUDGET_KEY)
+    assert heatmap_axes(["estimator", "seed"]) == ("estimator", "seed")
+    runs = grid_children() + [child("r9", "maf", 200, metrics={"val/loss_best": 20.0})]
+    grid, rows, cols = heatmap_grid(runs, "estimator", BUDGET_KEY, "val/loss_best")
+    assert rows == ["maf", "mdn"] and cols == ["200", "300"]
+    np.testing.assert_allclose(grid, [[15.0, 9.0], [8.0, 7.0]])
+
+
+# --------------------------------------------------------------------------------------------- real store
+
+
+@pytest.fixture
+def sweep_store(store):
+    """A parent with four finished children and one failed one, written through sbilab.tracking."""
+    uri = store["uri"]
+    parent = tracking.create_parent_run(uri, "compare-test", store["artifacts"], sweep_id="2026-01-01_00-00-00",
+                                        tags={})
+    for run in grid_children():
+        tags = {k: v for k, v in run["tags"].items()}
+        tags["sbilab.sweep_id"] = "2026-01-01_00-00-00"
+        with tracking.start_run(uri, "compare-test", store["artifacts"], run_name=run["run_name"], tags=tags,
+                                parent_run_id=parent) as recorder:
+            recorder.log_params(run["params"])
+            recorder.log_metrics(run["metrics"])
+    with pytest.raises(RuntimeError):
+        with tracking.start_run(uri, "compare-test", store["artifacts"], run_name="broken",
+                                tags={"sbilab.overrides": f"trainer=fast {BUDGET_KEY}=300 estimator=nsf",
+                                      "choice.estimator": "nsf", "choice.trainer": "fast"},
+                                parent_run_id=parent) as recorder:
+            recorder.log_params({BUDGET_KEY: "300", "estimator.name": "nsf"})
+            raise RuntimeError("boom")
+    assert "FAILED" in tracking.finish_parent_run(uri, parent)
+    return uri, parent
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:
+    return {item.path for item in client.list_artifacts(run_id, path)}
+
+
+def test_compare_sweep_logs_the_table_and_figures_to_the_parent(sweep_store):
+    uri, parent = sweep_store
+    comparison = compare_sweep(uri, parent)
+    client = MlflowClient(uri)
+    assert _artifact_paths(client, parent, "comparison") == {
+        "comparison/runs.csv", "comparison/runs.md", "comparison/vs_budget.png", "comparison/heatmap.png",
+        "comparison/summary.json"}
+    rows = list(csv.DictReader(io.StringIO(Path(client.download_artifacts(parent, "comparison/runs.csv")).read_text())))
+    assert len(rows) == 5 and sorted(r["status"] for r in rows) == ["FAILED"] + ["FINISHED"] * 4
+    assert {r["estimator"] for r in rows} == {"maf", "mdn", "nsf"}
+    summary = json.loads(Path(client.download_artifacts(parent, "comparison/summary.json")).read_text())
+    assert summary["children"] == {"FINISHED": 4, "FAILED": 1}
+    assert summary["factors"] == comparison.factors == [BUDGET_KEY, "estimator"]
+    tags = client.get_run(parent).data.tags
+    assert tags["sbilab.swept"] == f"{BUDGET_KEY}, estimator"
+    assert tags["sbilab.best_run"] == comparison.best["run_id"]
+
+
+def test_resolve_parent_by_run_id_sweep_id_or_latest(sweep_store):
+    uri, parent = sweep_store
+    assert tracking.resolve_parent_run(uri, parent) == parent
+    assert tracking.resolve_parent_run(uri, "2026-01-01_00-00-00") == parent
+    assert tracking.resolve_parent_run(uri) == parent
+    with pytest.raises(ValueError, match="no run or sweep"):
+        tracking.resolve_parent_run(uri, "no-such-sweep")
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(f"sbilab_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_script_prints_the_table(sweep_store):
+    uri, parent = sweep_store
+    ok = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "2026-01-01_00-00-00",
+                         f"tracking.uri={uri}", "estimator=maf,nsf"],
+                        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "ignoring overrides" in ok.stdout and f"parent run {parent}" in ok.stdout
+    assert ok.stdout.count("| FINISHED |") == 4
+
+
+def test_compare_script_fails_in_one_line(sweep_store, capsys):
+    uri, _ = sweep_store
+    script = _load_script("compare")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["no-such-sweep", f"tracking.uri={uri}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"sbilab: error: no run or sweep with id 'no-such-sweep' in the MLflow store {uri}"]

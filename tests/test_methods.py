@@ -1,0 +1,300 @@
+"""Every method trains through the Lightning loop; NRE and sequential NPE reproduce sbi's own trainers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from sbi.inference import NPE as SbiNPE
+from sbi.inference import NRE_B, NRE_C
+from sbi.inference import NPE_C
+from sbi.neural_nets import classifier_nn, posterior_nn
+from sbi.utils import BoxUniform
+
+from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, atomic_npe_loss, methods_for_estimator
+from sbilab.posterior_io import posterior_spec, rebuild_posterior
+from sbilab.rounds import round_seed, train_sequential
+from sbilab.training import train_estimator
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINER = {"batch_size": 50, "learning_rate": 1e-3, "validation_fraction": 0.1, "stop_after_epochs": 3,
+           "clip_max_norm": 5.0, "max_epochs": 3}
+MAF = {"model": "maf", "hidden_features": 16, "num_transforms": 2}
+MLP_CLASSIFIER = {"family": "classifier", "model": "mlp", "hidden_features": 16}
+VF_MLP = {"family": "vector_field", "model": "mlp", "hidden_features": 32, "num_layers": 2}
+#: MCMC kept tiny: few chains, few warm-up steps, no thinning
+TINY_MCMC = {"mcmc": {"method": "slice_np_vectorized", "num_chains": 4, "warmup_steps": 5, "thin": 1,
+                      "init_strategy": "proposal"}}
+PRIOR_CFG = {"_target_": "sbilab.priors.box_uniform", "name": "box", "low": [-2.0, -2.0], "high": [2.0, 2.0],
+             "names": ["a", "b"]}
+X_O = torch.tensor([[0.5, -0.5]])
+
+
+class _NullTracker:
+    log_dir = None
+
+    def log_metric(self, *a, **k): ...
+    def log_metrics(self, *a, **k): ...
+    def log_params(self, *a, **k): ...
+    def add_figure(self, *a, **k): ...
+    def flush(self): ...
+
+
+def _prior() -> BoxUniform:
+    return BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+
+
+def _toy(num: int = 300, seed: int = 0) -> tuple[BoxUniform, torch.Tensor, torch.Tensor]:
+    """θ ~ U(-2, 2)², x = θ + 0.3 ε."""
+    prior = _prior()
+    generator = torch.Generator().manual_seed(seed)
+    theta = prior.low + (prior.high - prior.low) * torch.rand(num, 2, generator=generator)
+    return prior, theta, theta + 0.3 * torch.randn(num, 2, generator=generator)
+
+
+def _network(posterior) -> torch.nn.Module:
+    """The trained network inside an sbi posterior (direct, vector field or potential based)."""
+    for owner in (posterior, getattr(posterior, "potential_fn", None)):
+        for attribute in ("posterior_estimator", "vector_field_estimator", "likelihood_estimator", "ratio_estimator"):
+            if isinstance(getattr(owner, attribute, None), torch.nn.Module):
+                return getattr(owner, attribute)
+    raise AssertionError(f"no network in {type(posterior).__name__}")
+
+
+# method config (as in conf/method, with _target_) and a representative estimator
+CASES = {
+    "npe": ({"_target_": "sbilab.methods.NPE"}, MAF),
+    "nle": ({"_target_": "sbilab.methods.NLE", "sampling": TINY_MCMC}, MAF),
+    "nre_b": ({"_target_": "sbilab.methods.NRE", "variant": "b", "sampling": TINY_MCMC}, MLP_CLASSIFIER),
+    "nre_c": ({"_target_": "sbilab.methods.NRE", "variant": "c", "sampling": TINY_MCMC},
+              {**MLP_CLASSIFIER, "model": "resnet"}),
+    "fmpe": ({"_target_": "sbilab.methods.FMPE"}, VF_MLP),
+    "npse": ({"_target_": "sbilab.methods.NPSE", "sde_type": "ve"}, VF_MLP),
+    "nle_rejection": ({"_target_": "sbilab.methods.NLE", "sample_with": "rejection",
+                       "sampling": {"rejection": {"num_samples_to_find_max": 200, "num_iter_to_find_max": 5}}}, MAF),
+    "nle_vi": ({"_target_": "sbilab.methods.NLE", "sample_with": "vi",
+                "sampling": {"vi": {"q": "gaussian_diag", "train": {"max_num_iters": 30, "quality_control": False}}}},
+               MAF),
+    "npe_mcmc": ({"_target_": "sbilab.methods.NPE", "sample_with": "mcmc", "sampling": TINY_MCMC}, MAF),
+    "npse_ode": ({"_target_": "sbilab.methods.NPSE", "sample_with": "ode"}, VF_MLP),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_method_trains_samples_and_round_trips(case):
+    method_cfg, estimator_cfg = CASES[case]
+    method = instantiate(method_cfg, _convert_="all")
+    prior, theta, x = _toy()
+    result = train_estimator(method, estimator_cfg, theta, x, TRAINER, seed=0)
+    assert result.epochs == 3 and all(torch.isfinite(torch.tensor(result.val_losses)))
+
+    posterior = method.build_posterior(result.estimator, prior)
+    torch.manual_seed(0)
+    samples = posterior.sample((10,), x=X_O, show_progress_bars=False)
+    assert samples.shape == (10, 2) and torch.isfinite(samples).all()
+
+    # the posterior artifact (spec + state dict) rebuilds the same network and sampler
+    spec = yaml.safe_load(yaml.safe_dump(posterior_spec(method_cfg, estimator_cfg, PRIOR_CFG, 2, 2)))
+    rebuilt = rebuild_posterior(spec, result.estimator.state_dict())
+    assert type(rebuilt) is type(posterior)
+    estimator = _network(rebuilt)
+    for (name, ours), theirs in zip(result.estimator.state_dict().items(), estimator.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0, msg=name)
+    torch.manual_seed(1)
+    before = method.validation_loss(result.estimator, theta[:20], x[:20])
+    torch.manual_seed(1)
+    after = method.validation_loss(estimator, theta[:20], x[:20])
+    torch.testing.assert_close(before, after, rtol=0, atol=1e-6)
+
+
+def test_sequential_npe_trains_rounds_and_samples():
+    prior, theta, x = _toy(400)
+    calls = []
+
+    def simulate_round(proposal, round_, num):
+        calls.append((round_, num, type(proposal).__name__))
+        th = proposal.sample((num,))  # the prior, then the last posterior at x_o
+        return th, th + 0.3 * torch.randn_like(th)
+
+    logged = []
+    result, posterior, rounds = train_sequential(
+        SNPE(num_rounds=2), MAF, simulate_round, X_O, prior, TRAINER, seed=3, num_simulations=401,
+        on_round_end=lambda r, m: logged.append(r),
+    )
+    assert calls == [(0, 201, "BoxUniform"), (1, 200, "PosteriorAtObservation")] and logged == [0, 1]
+    assert [int(m["round/num_simulations"]) for m in rounds] == [201, 200]
+    assert result.extra["num_simulations"] == 401 and result.epochs == 3
+    samples = posterior.sample((10,), x=X_O, show_progress_bars=False)
+    assert samples.shape == (10, 2) and torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("variant", ["b", "c"])
+def test_nre_matches_sbi_training(variant):
+    """Same data and seed: sbi's NRE_B/NRE_C `.train()` and the Lightning loop give identical networks."""
+    prior, theta, x = _toy(600)
+    config = {"hidden_features": 20}
+    trainer = {**TRAINER, "learning_rate": 5e-4, "max_epochs": 6}
+    torch.manual_seed(11)
+    sbi_class, train_kwargs = (NRE_B, {"num_atoms": 10}) if variant == "b" else (NRE_C, {"num_classes": 5, "gamma": 1.0})
+    inference = sbi_class(prior=prior, classifier=classifier_nn("mlp", **config), tracker=_NullTracker(),
+                          show_progress_bars=False)
+    inference.append_simulations(theta, x)
+    sbi_net = inference.train(training_batch_size=50, stop_after_epochs=3, max_num_epochs=5, **train_kwargs)
+    sbi_val = torch.tensor(inference.summary["validation_loss"])
+
+    torch.manual_seed(11)
+    prior.sample((1,))  # sbi's constructor draws once from the prior
+    result = train_estimator(NRE(variant=variant), {"model": "mlp", **config}, theta, x, trainer, seed=None)
+    # sbi's NRE `_loss` is already a batch mean, and its epoch loss divides by the batch size again
+    ours = torch.tensor(result.val_losses, dtype=torch.float64) / 50
+    assert len(ours) == len(sbi_val) == 6
+    torch.testing.assert_close(ours, sbi_val.double(), rtol=1e-6, atol=1e-9)
+    for (name, a), b in zip(result.estimator.state_dict().items(), sbi_net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_atomic_loss_matches_sbi():
+    prior, theta, x = _toy(100)
+    torch.manual_seed(0)
+    estimator = posterior_nn(**MAF)(theta, x)
+    inference = NPE_C(prior=prior, tracker=_NullTracker(), show_progress_bars=False)
+    inference._neural_net, inference._num_atoms, inference._use_combined_loss = estimator, 10, False
+    torch.manual_seed(5)
+    theirs = -inference._log_prob_proposal_posterior_atomic(theta[:50], x[:50], torch.ones(50, 1))
+    torch.manual_seed(5)
+    ours = atomic_npe_loss(estimator, prior, theta[:50], x[:50], num_atoms=10)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_sequential_npe_matches_sbi_two_rounds():
+    """Two rounds of sbi's NPE-C (atomic loss in round 1) and `train_sequential`: identical networks."""
+    prior, theta0, x0 = _toy(300)
+    noise = 0.3 * torch.randn(300, 2, generator=torch.Generator().manual_seed(9))
+
+    def simulate_round(proposal, round_, num):
+        if round_ == 0:
+            return theta0, x0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(99)
+            theta = proposal.sample((num,), show_progress_bars=False)
+        return theta, theta + noise[:num]
+
+    trainer = {**TRAINER, "learning_rate": 5e-4, "max_epochs": 5}
+    seed = 5
+    inference = SbiNPE(prior=prior, density_estimator=posterior_nn(**MAF), tracker=_NullTracker(),
+                       show_progress_bars=False)
+    torch.manual_seed(round_seed(seed, 0))
+    inference.append_simulations(theta0, x0).train(training_batch_size=50, stop_after_epochs=3, max_num_epochs=4)
+    proposal = inference.build_posterior().set_default_x(X_O)
+    theta1, x1 = simulate_round(proposal, 1, 300)
+    torch.manual_seed(round_seed(seed, 1))
+    sbi_net = inference.append_simulations(theta1, x1, proposal=proposal).train(
+        num_atoms=10, training_batch_size=50, stop_after_epochs=3, max_num_epochs=4)
+    sbi_val = inference.summary["validation_loss"]
+
+    result, _, rounds = train_sequential(SNPE(num_rounds=2, num_atoms=10), MAF, simulate_round, X_O, prior,
+                                         trainer, seed, num_simulations=600)
+    assert len(sbi_val) == 10 and len(result.val_losses) == 5
+    torch.testing.assert_close(torch.tensor(result.val_losses), torch.tensor(sbi_val[5:]), rtol=0, atol=1e-6)
+    assert rounds[0]["round/val_loss_best"] == pytest.approx(min(sbi_val[:5]), abs=1e-6)
+    for (name, a), b in zip(result.estimator.state_dict().items(), sbi_net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    "method,estimator",
+    [
+        (NPE(), {"name": "classifier_mlp", "family": "classifier", "model": "mlp"}),
+        (NPE(), {"name": "vf_mlp", "family": "vector_field", "model": "mlp"}),
+        (NPE(), {"name": "x", "model": "resnet"}),
+        (NLE(), {"name": "vf_mlp", "family": "vector_field", "model": "mlp"}),
+        (NRE(), {"name": "maf", "model": "maf"}),
+        (NRE(), {"name": "vf_mlp", "family": "vector_field", "model": "mlp"}),
+        (FMPE(), {"name": "classifier_resnet", "family": "classifier", "model": "resnet"}),
+        (NPSE(), {"name": "nsf", "model": "nsf"}),
+        (SNPE(), {"name": "classifier_mlp", "family": "classifier", "model": "mlp"}),
+    ],
+)
+def test_wrong_estimator_family_fails_fast(method, estimator):
+    with pytest.raises(ValueError) as error:
+        method.check_estimator(estimator)
+    message = str(error.value)
+    assert "\n" not in message and f"estimator.model={estimator['model']!r}" in message
+    assert f"method={method.name!r}" in message and "allowed estimator.model: " + ", ".join(method.models) in message
+    _, theta, x = _toy(20)
+    with pytest.raises(ValueError, match="estimator.model"):
+        method.build_estimator(estimator, theta, x)
+
+
+@pytest.mark.parametrize(
+    "build,key",
+    [
+        (lambda: NPE(sample_with="ode"), "method.sample_with"),
+        (lambda: FMPE(sample_with="mcmc"), "method.sample_with"),
+        (lambda: NLE(sampling={"mcmc": {"num_chain": 3}}), "method.sampling.mcmc"),
+        (lambda: NLE(sampling={"mcmc": {"thin": 50}}), "method.sampling.mcmc"),
+        (lambda: NRE(variant="a"), "method.variant"),
+        (lambda: NPSE(sde_type="xx"), "method.sde_type"),
+        (lambda: SNPE(num_rounds=0), "method.num_rounds"),
+    ],
+)
+def test_bad_method_settings_fail_fast(build, key):
+    with pytest.raises(ValueError) as error:
+        build()
+    assert str(error.value).startswith(key) and "\n" not in str(error.value)
+
+
+def test_mcmc_backend_without_its_package_fails_fast():
+    import importlib.util
+
+    if importlib.util.find_spec("pyro") is not None:
+        pytest.skip("pyro is installed")
+    with pytest.raises(ValueError, match=r"method.sampling.mcmc.method='nuts_pyro' needs the pyro package"):
+        NLE(sampling={"mcmc": {"method": "nuts_pyro"}})
+
+
+def test_learned_embedding_is_refused_by_nle():
+    class WithEmbedding:
+        def embedding_net(self):
+            return torch.nn.Identity()
+
+    NPE().check_summary(WithEmbedding())
+    with pytest.raises(ValueError, match="method='nle'"):
+        NLE().check_summary(WithEmbedding())
+
+
+def test_every_config_composes_and_every_estimator_fits_a_method():
+    os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+    methods = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+    estimators = sorted(p.stem for p in (ROOT / "conf" / "estimator").glob("*.yaml"))
+    assert {"npe", "snpe", "nle", "nre", "nre_c", "fmpe", "npse"} <= set(methods)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        for name in methods:
+            cfg = compose("config", overrides=[f"method={name}"])
+            part = OmegaConf.to_container(cfg.method, resolve=True)
+            method = instantiate({k: v for k, v in part.items() if k != "name"}, _convert_="all")
+            assert type(method) in METHODS.values() and part["name"] == name
+        for name in estimators:
+            cfg = compose("config", overrides=[f"estimator={name}"])
+            part = OmegaConf.to_container(cfg.estimator, resolve=True)
+            assert part["name"] == name and "model" in part
+            assert methods_for_estimator(part), f"estimator={name} fits no method"
+
+
+def test_every_shipped_density_and_field_estimator_builds():
+    """Each conf/estimator file builds with its method on a toy batch (sizes from the config)."""
+    os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+    _, theta, x = _toy(50)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        for path in sorted((ROOT / "conf" / "estimator").glob("*.yaml")):
+            cfg = OmegaConf.to_container(compose("config", overrides=[f"estimator={path.stem}"]).estimator)
+            method = METHODS[methods_for_estimator(cfg)[0]]()
+            estimator = method.build_estimator(cfg, theta, x)
+            torch.manual_seed(0)
+            assert torch.isfinite(method.loss(estimator, theta[:10], x[:10])).all(), path.stem

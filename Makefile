@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all bench sweep compare hpo register ui clean
+.PHONY: help install train test test-slow test-all simulate bench sweep compare hpo register ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,8 +36,14 @@ train: $(STAMP) ## run the default experiment (the HH tutorial) into mlruns/
 test: $(STAMP) ## fast test suite
 	$(PY) -m pytest -q $(ARGS)
 
+test-slow: $(STAMP) ## only the tests marked slow
+	$(PY) -m pytest -q -m slow $(ARGS)
+
 test-all: $(STAMP) ## every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+simulate: $(STAMP) ## fill the simulation cache without training (same overrides as train)
+	$(PY) scripts/simulate.py $(ARGS)
 
 bench: $(STAMP) ## simulation benchmark (kernel vs per-simulation loop, memory, workers)
 	$(PY) scripts/bench.py $(ARGS)

@@ -193,8 +193,11 @@ def test_metric_figure_and_array_keys(exact_result):
         "ppc/distance",
         "c2st",
         "posterior/logprob_true_theta",
+        "diagnostics/num_test_points",
+        "diagnostics/dropped_test_points",
     }
     assert set(res.metrics) == expected_metrics
+    assert res.metrics["diagnostics/dropped_test_points"] == 0
     assert all(isinstance(v, float) and math.isfinite(v) for v in res.metrics.values())
 
     assert set(res.figures) == set(FIGURE_KEYS) | {PPC_FIGURE_KEY}
@@ -394,3 +397,28 @@ def test_real_sbi_direct_posterior_smoke():
     assert res.sbc.ranks.shape == (100, D)
     assert math.isfinite(res.metrics["posterior/logprob_true_theta"])
     assert all(math.isfinite(v) for v in res.metrics.values())
+
+
+def test_truncated_sampler_matches_rejection_and_drops_hopeless_points():
+    """Adaptive per-point truncation to the prior = sbi's rejection sampling, without the worst-point cost."""
+    from scipy import stats
+    from sbi.inference import NPE
+    from sbi.utils import BoxUniform
+
+    from sbilab.diagnostics.sampling import _prior_support_mask, truncated_sample_batched
+
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(1), torch.ones(1))
+    theta = torch.rand(500, 1)
+    x = theta + 0.3 * torch.randn(500, 1)
+    inference = NPE(prior=prior, density_estimator="mdn", show_progress_bars=False)
+    posterior = inference.build_posterior(inference.append_simulations(theta, x).train(max_num_epochs=30))
+    xs = torch.tensor([[0.5], [-0.4]])  # x=-0.4: much of the flow's mass lies below 0
+    ours = truncated_sample_batched(posterior, xs, 2000, _prior_support_mask(posterior))
+    assert ours.shape == (2000, 2, 1) and torch.isfinite(ours).all()
+    assert ((ours >= 0) & (ours <= 1)).all()
+    reference = posterior.sample((2000,), x=xs[1], show_progress_bars=False)
+    assert stats.ks_2samp(ours[:, 1, 0].numpy(), reference[:, 0].numpy()).pvalue > 1e-3
+    hopeless = truncated_sample_batched(posterior, xs[1:], 2000, lambda t: torch.zeros(t.shape[:-1], dtype=torch.bool),
+                                        max_draws_per_point=5000)
+    assert torch.isnan(hopeless).all()

@@ -60,8 +60,9 @@ def test_run_is_finished_with_the_design_record(finished_run):
     for name in ["train/loss", "val/loss", "val/loss_best", "train/epochs", "time/simulate_s", "time/train_s",
                  "time/diagnose_s", "simulation/per_second", "simulation/invalid", "posterior/logprob_true_theta",
                  "sbc/ks_pvalue/gbar_Na", "sbc/ks_pvalue/gbar_K", "coverage/error", "tarp/atc", "tarp/ks_pvalue",
-                 "ppc/distance"]:
+                 "ppc/distance", "posterior/true_theta_hpd_level"]:
         assert name in metrics, name
+    assert 0 <= metrics["posterior/true_theta_hpd_level"] <= 1
     epochs = int(metrics["train/epochs"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == list(range(epochs))
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == epochs

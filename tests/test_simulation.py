@@ -111,3 +111,21 @@ def test_non_finite_simulations_are_dropped_counted_and_warned(tmp_path):
 def test_all_invalid_is_a_clear_error(tmp_path):
     with pytest.raises(SimulationError, match="all 300 simulations"):
         _run(tmp_path, simulator=NoisyToy(nan_above=-5.0))
+
+
+def test_simulate_script_fills_the_cache_that_a_rerun_hits(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    args = [sys.executable, str(ROOT / "scripts" / "simulate.py"), "simulation.num_simulations=400",
+            "simulation.chunk_size=100", "diagnostics.num_test=50", f"paths.cache_dir={tmp_path}/cache"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    first = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "train: 400 simulations, 0 invalid, cache miss (0/4 chunks reused)" in first.stdout
+    second = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert "train: 400 simulations, 0 invalid, cache hit (4/4 chunks reused)" in second.stdout
+    assert "test: 50 simulations, 0 invalid, cache hit (1/1 chunks reused)" in second.stdout

@@ -53,3 +53,19 @@ def train_and_report(cfg: DictConfig, parent_run_id: Optional[str] = None,
         print("sbilab: diagnostics.strict=true and a gate failed: exiting non-zero", file=sys.stderr)
         return GATES_FAILED_EXIT
     return 0
+
+
+def simulate_and_report(cfg: DictConfig) -> int:
+    """Simulate (or find in the cache) the datasets a run of ``cfg`` needs; print where they are."""
+    from sbilab.parts import build_parts
+    from sbilab.pipeline import cache_status, simulate
+
+    parts = build_parts(cfg)
+    purposes = [("train", int(cfg.simulation.num_simulations))]
+    if cfg.diagnostics.enabled:
+        purposes.append(("test", int(cfg.diagnostics.num_test)))
+    for purpose, num in purposes:
+        data = simulate(cfg, parts, purpose=purpose, num=num)
+        print(f"sbilab: {purpose}: {num} simulations, {data.num_invalid} invalid, cache {cache_status(data)} "
+              f"({data.chunks_from_cache}/{data.chunks_total} chunks reused), {data.seconds:.1f}s, key {data.key}")
+    return 0

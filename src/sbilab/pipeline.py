@@ -170,6 +170,7 @@ def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation:
     metrics: dict[str, float] = {}
     if observation.theta is not None:
         metrics["posterior/logprob_true_theta"] = float(posterior.log_prob(observation.theta[None], x=observation.x)[0])
+        metrics["posterior/true_theta_hpd_level"] = true_theta_hpd_level(posterior, samples, observation)
         recorder.log_metrics(metrics)
 
     learned_summary = hasattr(parts.summary, "embedding_net")  # its weights are in the state dict: rebuild it on load
@@ -189,6 +190,16 @@ def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation:
     if figure is not None:
         recorder.log_figure(figure, "plots/ppc.png")
     return metrics
+
+
+def true_theta_hpd_level(posterior: Any, samples: Tensor, observation: Observation) -> float:
+    """Smallest HPD credibility level whose region contains θ* (θ* lies in the 95 % region iff < 0.95)."""
+    from sbilab.diagnostics.sampling import posterior_log_prob_batched
+
+    x = observation.x[None]
+    lp_samples = posterior_log_prob_batched(posterior, samples[:, None], x)[:, 0]
+    lp_true = posterior_log_prob_batched(posterior, observation.theta[None, None], x)[0, 0]
+    return float((lp_samples > lp_true).float().mean())
 
 
 def prior_limits(cfg: DictConfig) -> Optional[list[list[float]]]:

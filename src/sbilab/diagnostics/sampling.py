@@ -90,6 +90,64 @@ def default_chunk_size(num_samples: int, samples_per_chunk: int = DEFAULT_SAMPLE
     return max(1, int(samples_per_chunk) // max(1, int(num_samples)))
 
 
+def _prior_support_mask(posterior: Any) -> Optional[Callable[[Tensor], Tensor]]:
+    """``θ [..., D] -> bool [...]`` (inside the prior's support) for posteriors that truncate to it."""
+    prior = getattr(posterior, "prior", None)
+    if prior is None or not hasattr(posterior, "posterior_estimator"):
+        return None
+    from sbi.utils.sbiutils import within_support
+
+    def inside(theta: Tensor) -> Tensor:
+        flat = theta.reshape(-1, theta.shape[-1])
+        return within_support(prior, flat).reshape(theta.shape[:-1])
+
+    return inside
+
+
+@torch.no_grad()
+def truncated_sample_batched(
+    posterior: Any, x: Tensor, num_samples: int, inside: Callable[[Tensor], Tensor],
+    max_draws_per_point: int = 200_000, max_draws_per_call: int = 200_000,
+) -> Tensor:
+    """``[S, N, D]`` samples of the flow truncated to the prior, drawn adaptively per test point.
+
+    Same distribution as sbi's rejection sampling, but each test point only draws
+    until it has ``num_samples`` accepted samples, instead of every point drawing
+    until the worst-accepted one is done. Points still short after
+    ``max_draws_per_point`` proposals (a flow that leaks almost all its mass out of
+    the prior) are returned as NaN columns for the caller to drop.
+    """
+    n = x.shape[0]
+    counts = torch.zeros(n, dtype=torch.long)
+    drawn = torch.zeros(n, dtype=torch.long)
+    out: Optional[Tensor] = None
+    todo = torch.arange(n)
+    draw = num_samples
+    while todo.numel():
+        with warnings.catch_warnings():  # sbi warns about leakage and batch capping: handled here
+            warnings.simplefilter("ignore", UserWarning)
+            proposals = call_with_supported_kwargs(
+                posterior.sample_batched, (draw,), x=x[todo], reject_outside_prior=False, show_progress_bars=False,
+                max_sampling_batch_size=max(1, max_draws_per_call // max(1, todo.numel())),
+            ).reshape(draw, todo.numel(), -1)
+        if out is None:
+            out = torch.full((num_samples, n, proposals.shape[-1]), float("nan"))
+        ok = inside(proposals) & torch.isfinite(proposals).all(-1)
+        for j, i in enumerate(todo.tolist()):
+            good = proposals[ok[:, j], j]
+            take = min(num_samples - int(counts[i]), good.shape[0])
+            out[counts[i] : counts[i] + take, i] = good[:take]
+            counts[i] += take
+        drawn[todo] += draw
+        todo = todo[(counts[todo] < num_samples) & (drawn[todo] < max_draws_per_point)]
+        if todo.numel():
+            worst = float((counts[todo].float() / drawn[todo].float()).clamp(min=1e-4).min())
+            need = int((num_samples - counts[todo].min().item()) / worst * 1.2) + 1
+            draw = max(1, min(need, max_draws_per_call // todo.numel(), max_draws_per_point))
+    assert out is not None
+    return out
+
+
 @torch.no_grad()
 def sample_posterior_batched(
     posterior: Any,
@@ -107,11 +165,14 @@ def sample_posterior_batched(
     n = x.shape[0]
     chunk = chunk_size or default_chunk_size(num_samples)
     batched = getattr(posterior, "sample_batched", None)
+    inside = _prior_support_mask(posterior) if batched is not None else None
     out: list[Tensor] = []
     for start in range(0, n, chunk):
         xb = x[start : start + chunk]
         s = None
-        if batched is not None:
+        if inside is not None:
+            s = truncated_sample_batched(posterior, xb, num_samples, inside)
+        elif batched is not None:
             try:
                 s = call_with_supported_kwargs(
                     batched,
@@ -142,11 +203,12 @@ def sample_posterior_batched(
                 f"({num_samples}, {xb.shape[0]}, D)"
             )
         out.append(s)
-    samples = torch.cat(out, dim=1)
-    bad = int((~torch.isfinite(samples)).any(dim=-1).sum())
-    if bad:
-        warnings.warn(f"diagnostics: {bad} posterior samples are non-finite", stacklevel=2)
-    return samples
+    return torch.cat(out, dim=1)
+
+
+def unsampled_points(samples: Tensor) -> Tensor:
+    """Bool ``[N]``: test points with any non-finite sample (e.g. prior acceptance too low)."""
+    return (~torch.isfinite(samples)).any(dim=-1).any(dim=0)
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ from sbilab.diagnostics.sampling import (
     drop_nonfinite_rows,
     posterior_log_prob_batched,
     sample_posterior_batched,
+    unsampled_points,
 )
 from sbilab.diagnostics.sbc import SBCResult, run_sbc_on_samples
 from sbilab.diagnostics.tarp import TarpResult, run_tarp_on_samples
@@ -186,6 +187,15 @@ def run_diagnostics(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         samples = sample_posterior_batched(posterior, x, num_posterior_samples, chunk_size=chunk_size)
+        missing = unsampled_points(samples)
+        if missing.any():  # the flow leaks (almost) all its mass out of the prior there
+            keep = ~missing
+            notes.append(f"{int(missing.sum())} test points dropped: too few posterior samples inside the prior")
+            warnings.warn(f"diagnostics: {notes[-1]}", stacklevel=2)
+            samples, theta, x = samples[:, keep], theta[keep], x[keep]
+            clean.indices = clean.indices[keep.numpy()]
+            clean.num_dropped += int(missing.sum())
+            n = theta.shape[0]
         t = lap("sampling", t)
         lp_samples = posterior_log_prob_batched(posterior, samples, x, chunk_size=chunk_size)
         lp_true = posterior_log_prob_batched(posterior, theta[None], x, chunk_size=chunk_size)[0]
@@ -212,6 +222,8 @@ def run_diagnostics(
     metrics.update(sbc.metrics())
     metrics.update(coverage.metrics())
     metrics.update(tarp.metrics())
+    metrics["diagnostics/num_test_points"] = float(n)
+    metrics["diagnostics/dropped_test_points"] = float(clean.num_dropped)
 
     arrays: dict[str, np.ndarray] = {
         "diagnostics/sbc_ranks.npy": sbc.ranks,

@@ -50,3 +50,31 @@ def guarded(task: Callable[[], int | None]) -> int:
         if message is None:
             raise
         fail(message)
+
+
+#: override prefixes that say where the store is (all that store commands use of the config)
+STORE_KEYS = ("tracking.", "paths.")
+
+
+def store_command(argv: list[str], doc: str | None, positional: str, option: str) -> tuple:
+    """Parse ``[POSITIONAL] [--OPTION VALUE] [key=value ...]`` for commands that only read the store.
+
+    Returns (positional, option value, store overrides, other overrides).
+    """
+    import argparse
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(positional, nargs="?")
+    parser.add_argument(f"--{option}")
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    store = [a for a in overrides if a.lstrip("+").startswith(STORE_KEYS)]
+    return getattr(args, positional), getattr(args, option), store, [a for a in overrides if a not in store]
+
+
+def store_uri(overrides: list[str]) -> str:
+    """The tracking URI the composed config (with ``overrides``) points at."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return str(compose("config", overrides=overrides).tracking.uri)

@@ -21,6 +21,7 @@ from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, atomic_npe_
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
 from sbilab.rounds import round_seed, train_sequential
 from sbilab.training import train_estimator
+from conftest import NullTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = {"batch_size": 50, "learning_rate": 1e-3, "validation_fraction": 0.1, "stop_after_epochs": 3,
@@ -34,16 +35,6 @@ TINY_MCMC = {"mcmc": {"method": "slice_np_vectorized", "num_chains": 4, "warmup_
 PRIOR_CFG = {"_target_": "sbilab.priors.box_uniform", "name": "box", "low": [-2.0, -2.0], "high": [2.0, 2.0],
              "names": ["a", "b"]}
 X_O = torch.tensor([[0.5, -0.5]])
-
-
-class _NullTracker:
-    log_dir = None
-
-    def log_metric(self, *a, **k): ...
-    def log_metrics(self, *a, **k): ...
-    def log_params(self, *a, **k): ...
-    def add_figure(self, *a, **k): ...
-    def flush(self): ...
 
 
 def _prior() -> BoxUniform:
@@ -142,7 +133,7 @@ def test_nre_matches_sbi_training(variant):
     trainer = {**TRAINER, "learning_rate": 5e-4, "max_epochs": 6}
     torch.manual_seed(11)
     sbi_class, train_kwargs = (NRE_B, {"num_atoms": 10}) if variant == "b" else (NRE_C, {"num_classes": 5, "gamma": 1.0})
-    inference = sbi_class(prior=prior, classifier=classifier_nn("mlp", **config), tracker=_NullTracker(),
+    inference = sbi_class(prior=prior, classifier=classifier_nn("mlp", **config), tracker=NullTracker(),
                           show_progress_bars=False)
     inference.append_simulations(theta, x)
     sbi_net = inference.train(training_batch_size=50, stop_after_epochs=3, max_num_epochs=5, **train_kwargs)
@@ -163,7 +154,7 @@ def test_atomic_loss_matches_sbi():
     prior, theta, x = _toy(100)
     torch.manual_seed(0)
     estimator = posterior_nn(**MAF)(theta, x)
-    inference = NPE_C(prior=prior, tracker=_NullTracker(), show_progress_bars=False)
+    inference = NPE_C(prior=prior, tracker=NullTracker(), show_progress_bars=False)
     inference._neural_net, inference._num_atoms, inference._use_combined_loss = estimator, 10, False
     torch.manual_seed(5)
     theirs = -inference._log_prob_proposal_posterior_atomic(theta[:50], x[:50], torch.ones(50, 1))
@@ -187,7 +178,7 @@ def test_sequential_npe_matches_sbi_two_rounds():
 
     trainer = {**TRAINER, "learning_rate": 5e-4, "max_epochs": 5}
     seed = 5
-    inference = SbiNPE(prior=prior, density_estimator=posterior_nn(**MAF), tracker=_NullTracker(),
+    inference = SbiNPE(prior=prior, density_estimator=posterior_nn(**MAF), tracker=NullTracker(),
                        show_progress_bars=False)
     torch.manual_seed(round_seed(seed, 0))
     inference.append_simulations(theta0, x0).train(training_batch_size=50, stop_after_epochs=3, max_num_epochs=4)

@@ -8,6 +8,7 @@ from sbi.utils import BoxUniform
 
 from sbilab.methods import NPE
 from sbilab.training import train_estimator
+from conftest import NullTracker
 
 TRAINER = {"batch_size": 50, "learning_rate": 5e-4, "validation_fraction": 0.1, "stop_after_epochs": 5,
            "clip_max_norm": 5.0, "max_epochs": 15}
@@ -21,22 +22,12 @@ def _toy(num: int = 600) -> tuple[BoxUniform, torch.Tensor, torch.Tensor]:
     return prior, theta, x
 
 
-class _NullTracker:
-    log_dir = None
-
-    def log_metric(self, *a, **k): ...
-    def log_metrics(self, *a, **k): ...
-    def log_params(self, *a, **k): ...
-    def add_figure(self, *a, **k): ...
-    def flush(self): ...
-
-
 def test_lightning_matches_sbi_train_bit_for_bit():
     prior, theta, x = _toy()
     seed = 123
 
     torch.manual_seed(seed)
-    inference = SbiNPE(prior=prior, density_estimator="maf", tracker=_NullTracker(), show_progress_bars=False)
+    inference = SbiNPE(prior=prior, density_estimator="maf", tracker=NullTracker(), show_progress_bars=False)
     inference.append_simulations(theta, x)
     sbi_net = inference.train(training_batch_size=50, stop_after_epochs=5, max_num_epochs=TRAINER["max_epochs"] - 1)
     sbi_val = inference.summary["validation_loss"]

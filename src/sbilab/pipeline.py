@@ -92,8 +92,8 @@ def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Option
             data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
             recorder.log_metrics(simulation_metrics(data))
             recorder.set_tags({"sbilab.cache": cache_status(data)})
-            log.info("simulated %d (%d invalid) in %.1fs, cache: %s", data.num_requested, data.num_invalid,
-                     data.seconds, cache_status(data))
+            log.info("simulated %d (%d invalid) in %.1fs, cache: %s (%d/%d chunks reused)", data.num_requested,
+                     data.num_invalid, data.seconds, cache_status(data), data.chunks_from_cache, data.chunks_total)
             trained = train_estimator(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_cfg,
                                       stage_seed(int(cfg.seed), "train"), callbacks=[recorder.epoch_callback()],
                                       embedding_net=embedding_net)

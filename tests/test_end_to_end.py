@@ -89,3 +89,12 @@ def test_posterior_round_trips_in_a_fresh_process(finished_run):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     float(out.stdout.strip().splitlines()[-1])
+
+
+def test_params_hide_home_paths_and_store_uris(monkeypatch, tmp_path):
+    from sbilab.tracking import loggable_params
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    params = loggable_params({"observation": {"file": f"{tmp_path}/data/trace.csv"}, "seed": 3,
+                              "tracking": {"uri": "http://user:secret@host:5000"}, "paths": {"root": str(tmp_path)}})
+    assert params == {"observation.file": "~/data/trace.csv", "seed": "3"}

@@ -53,12 +53,19 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
-    """Flattened config without machine-specific paths and URIs."""
-    return {
-        key: json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        for key, value in flatten(config).items()
-        if not key.startswith(_UNLOGGED_PREFIXES)
-    }
+    """Flattened config without machine-specific paths and URIs (which may hold credentials).
+
+    Values under the user's home folder are written as ``~/...``: a run record
+    should not reveal account names or home layouts.
+    """
+    home = str(Path.home())
+    params = {}
+    for key, value in flatten(config).items():
+        if key.startswith(_UNLOGGED_PREFIXES):
+            continue
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        params[key] = text.replace(home, "~") if home not in ("/", "") else text
+    return params
 
 
 def git_commit(root: Path) -> str:

@@ -19,7 +19,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT (ui)"
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py src/sbilab/simulators/_hh_kernel.c
 	@command -v $(PYTHON) >/dev/null || { echo "sbilab: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -65,5 +65,6 @@ ui: $(STAMP) ## MLflow UI on http://127.0.0.1:$(PORT) (local only)
 		--default-artifact-root file://$(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(PORT)
 
 clean: ## remove Hydra outputs, caches and build files (keeps mlruns/ and .venv)
-	rm -rf outputs multirun .cache/simulations .pytest_cache build src/*.egg-info
+	rm -rf outputs multirun .cache/simulations .pytest_cache build src/*.egg-info src/sbilab/simulators/*.so
+	rm -f $(STAMP)   # the next make rebuilds the kernel
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -32,9 +32,11 @@ def user_error_message(error: BaseException) -> str | None:
     """The one-line message of a bad-input error, or None for a bug (full traceback then)."""
     from hydra.errors import InstantiationException
 
+    from sbilab.errors import UserInputError
+
     if isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__
-    if isinstance(error, ValueError):  # sbilab.errors.UserInputError and argument checks
+    if isinstance(error, UserInputError):
         return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
     return None
 

@@ -46,7 +46,7 @@ def test_every_option_composes(group, option):
 
 
 @pytest.mark.parametrize("estimator", options("estimator"))
-def test_every_estimator_fits_some_method_and_others_refuse_it(estimator):
+def test_every_estimator_fits_some_method(estimator):
     estimator_cfg = part_config(_compose([f"estimator={estimator}"]), "estimator")
     accepted, refused = [], []
     for method in options("method"):
@@ -80,3 +80,14 @@ def test_every_experiment_preset_composes(experiment):
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_config(_compose([override]))
+
+
+def test_threshold_keys_checked_early_are_the_gates():
+    from dataclasses import fields
+
+    from sbilab.config import THRESHOLD_KEYS
+    from sbilab.diagnostics.gates import GateThresholds
+
+    assert set(THRESHOLD_KEYS) == {f.name for f in fields(GateThresholds)}
+    with pytest.raises(ConfigError, match=r"diagnostics\.thresholds\.sbc_pvalue"):
+        check_config(_compose(["+diagnostics.thresholds.sbc_pvalue=0.1"]))

@@ -36,6 +36,10 @@ def test_log_uniform_is_uniform_in_log_space():
     assert ((logs > -2) & (logs < 2)).all()
     assert abs(float((logs < 0).float().mean()) - 0.5) < 0.01
     assert _integral_1d(lambda t: prior.log_prob(t), 1e-2, 1e2, 400_001) == pytest.approx(1.0, abs=2e-3)
+    from sbi.utils.sbiutils import within_support
+
+    inside = within_support(prior, torch.tensor([[1.0], [1e3], [1e-3]]))
+    assert inside.tolist() == [True, False, False]  # posteriors are truncated to the box, not to (0, inf)
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "simulation.chunk_size": (_positive_int, "an integer >= 1"),
     "simulation.num_workers": (_positive_int, "an integer >= 1"),
     "simulation.backend": (lambda v: v in SIMULATION_BACKENDS, f"one of {', '.join(SIMULATION_BACKENDS)}"),
-    "simulation.invalid_warn_fraction": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in [0, 1]"),
+    "simulation.invalid_warn_fraction": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1, "a number in [0, 1]"),
     "trainer.batch_size": (_positive_int, "an integer >= 1"),
     "trainer.learning_rate": (_positive_number, "a number > 0"),
     "trainer.validation_fraction": (_fraction, "a number strictly between 0 and 1"),
@@ -64,7 +65,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "diagnostics.num_posterior_samples": (_positive_int, "an integer >= 1"),
     "diagnostics.num_ppc": (_positive_int, "an integer >= 1"),
     "diagnostics.num_observation_samples": (_positive_int, "an integer >= 1"),
+    "diagnostics.enabled": (lambda v: isinstance(v, bool), "true or false"),
+    "diagnostics.strict": (lambda v: isinstance(v, bool), "true or false"),
+    "observation.seed": (_non_negative_int, "an integer >= 0"),
 }
+
+#: the calibration gates a threshold may be given for (null switches a gate off)
+THRESHOLD_KEYS = ("sbc_ks_pvalue_min", "tarp_atc_abs_max", "coverage_error_max", "c2st_max",
+                  "tarp_ks_pvalue_min", "ppc_distance_max")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -76,6 +84,11 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is missing from the config; expected {allowed}") from None
         if not valid(value):
             raise ConfigError(f"{key}={value!r} is invalid: expected {allowed}")
+    for key, value in cfg.diagnostics.thresholds.items():
+        if key not in THRESHOLD_KEYS:
+            raise ConfigError(f"diagnostics.thresholds.{key} is not a gate; allowed: {', '.join(THRESHOLD_KEYS)}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"diagnostics.thresholds.{key}={value!r} is invalid: expected a number or null")
     if cfg.diagnostics.num_ppc > cfg.diagnostics.num_observation_samples:
         raise ConfigError(
             f"diagnostics.num_ppc={cfg.diagnostics.num_ppc} is larger than the posterior samples it is drawn from "

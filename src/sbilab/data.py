@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
+from sbilab.errors import ConfigError
+
 
 @dataclass
 class Split:
@@ -27,7 +29,7 @@ def split_indices(num: int, validation_fraction: float) -> Split:
     """sbi's split: ``n_train = int((1 - f) * N)`` rows of ``torch.randperm(N)``."""
     num_train = int((1 - validation_fraction) * num)
     if num_train < 1 or num - num_train < 1:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.validation_fraction={validation_fraction} leaves {num_train} training and "
             f"{num - num_train} validation rows out of {num}; need at least one of each"
         )

@@ -79,6 +79,8 @@ from sbi.utils.torchutils import repeat_rows
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from sbilab.errors import ConfigError
+
 #: estimator config keys that describe the config itself, not the network
 _META_KEYS = ("name", "family")
 
@@ -150,7 +152,7 @@ class FittedVIPosterior(VIPosterior):
     def _fit_to(self, x: Optional[Tensor]) -> None:
         x = self._x_else_default_x(x)
         if x is None:
-            raise ValueError("VI posterior: pass x (or set a default x) to sample or evaluate it")
+            raise RuntimeError("VI posterior: pass x (or set a default x) to sample or evaluate it")
         x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
         trained = self._trained_on
         if trained is None or trained.shape != x.shape or bool((trained != x).any()):
@@ -190,7 +192,7 @@ class Method(ABC):
     def __init__(self, sample_with: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None) -> None:
         sample_with = sample_with or self.sample_with_choices[0]
         if sample_with not in self.sample_with_choices:
-            raise ValueError(
+            raise ConfigError(
                 f"method.sample_with={sample_with!r} is not available for method={self.name!r}; "
                 f"allowed: {', '.join(self.sample_with_choices)}"
             )
@@ -206,7 +208,7 @@ class Method(ABC):
         family = estimator_family(estimator_cfg)
         if model not in self.models or family not in (None, self.family):
             given = f" (a {family} estimator)" if family and family != self.family else ""
-            raise ValueError(
+            raise ConfigError(
                 f"estimator.model={model!r}{given} cannot be trained by method={self.name!r}; "
                 f"allowed estimator.model: {', '.join(self.models)} "
                 f"(family {self.family}, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
@@ -215,7 +217,7 @@ class Method(ABC):
     def check_summary(self, summary: Any) -> None:
         """Fail fast when the summary brings a learned embedding this method cannot use."""
         if hasattr(summary, "embedding_net") and not self.supports_embedding:
-            raise ValueError(
+            raise ConfigError(
                 f"summary={type(summary).__name__} has a learned embedding of x but method={self.name!r} "
                 f"models x itself; use a fixed summary (e.g. summary=hh_features) or a method that conditions "
                 f"on x: npe, snpe, nre, fmpe, npse"
@@ -245,7 +247,7 @@ class Method(ABC):
         kwargs = estimator_kwargs(estimator_cfg)
         if embedding_net is not None:
             if not self.supports_embedding:
-                raise ValueError(f"method={self.name!r} cannot train an embedding net of x")
+                raise ConfigError(f"method={self.name!r} cannot train an embedding net of x")
             kwargs[key] = embedding_net
         return kwargs
 
@@ -263,15 +265,15 @@ class Method(ABC):
         unknown = sorted(set(settings) - set(allowed))
         key = f"method.sampling.{self.sample_with}"
         if unknown:
-            raise ValueError(f"{key} has unknown keys {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"{key} has unknown keys {', '.join(unknown)}; allowed: {', '.join(allowed)}")
         try:
             params = cls(**settings)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{key}: {str(error).splitlines()[0]}") from None
+            raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
         if self.sample_with == "mcmc":
             backend = {"_pyro": "pyro", "_pymc": "pymc"}.get(params.method[-5:])
             if backend and importlib.util.find_spec(backend) is None:
-                raise ValueError(
+                raise ConfigError(
                     f"{key}.method={params.method!r} needs the {backend} package, which is not installed; "
                     f"allowed without it: slice_np, slice_np_vectorized"
                 )
@@ -367,9 +369,9 @@ class SNPE(NPE):
                  sampling: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__(sample_with=sample_with, sampling=sampling)
         if not isinstance(num_rounds, int) or isinstance(num_rounds, bool) or num_rounds < 1:
-            raise ValueError(f"method.num_rounds={num_rounds!r} is invalid: expected an integer >= 1")
+            raise ConfigError(f"method.num_rounds={num_rounds!r} is invalid: expected an integer >= 1")
         if not isinstance(num_atoms, int) or isinstance(num_atoms, bool) or num_atoms < 2:
-            raise ValueError(f"method.num_atoms={num_atoms!r} is invalid: expected an integer >= 2")
+            raise ConfigError(f"method.num_atoms={num_atoms!r} is invalid: expected an integer >= 2")
         self.num_rounds = num_rounds
         self.num_atoms = num_atoms
         self.round = 0
@@ -385,7 +387,7 @@ class SNPE(NPE):
     def round_sizes(self, total: int) -> list[int]:
         """Simulations per round: ``total`` split evenly, the remainder in round 0."""
         if total < self.num_rounds:
-            raise ValueError(f"simulation.num_simulations={total} is less than method.num_rounds={self.num_rounds}")
+            raise ConfigError(f"simulation.num_simulations={total} is less than method.num_rounds={self.num_rounds}")
         base = total // self.num_rounds
         return [base + total - base * self.num_rounds] + [base] * (self.num_rounds - 1)
 
@@ -485,13 +487,13 @@ class NRE(Method):
         super().__init__(sample_with=sample_with, sampling=sampling)
         variant = str(variant).lower()
         if variant not in self.VARIANTS:
-            raise ValueError(f"method.variant={variant!r} is invalid: allowed: {', '.join(self.VARIANTS)}")
+            raise ConfigError(f"method.variant={variant!r} is invalid: allowed: {', '.join(self.VARIANTS)}")
         if variant == "b" and (not isinstance(num_atoms, int) or num_atoms < 2):
-            raise ValueError(f"method.num_atoms={num_atoms!r} is invalid: expected an integer >= 2")
+            raise ConfigError(f"method.num_atoms={num_atoms!r} is invalid: expected an integer >= 2")
         if variant == "c" and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"method.num_classes={num_classes!r} is invalid: expected an integer >= 1")
+            raise ConfigError(f"method.num_classes={num_classes!r} is invalid: expected an integer >= 1")
         if variant == "c" and not (isinstance(gamma, (int, float)) and gamma > 0):
-            raise ValueError(f"method.gamma={gamma!r} is invalid: expected a number > 0")
+            raise ConfigError(f"method.gamma={gamma!r} is invalid: expected a number > 0")
         self.variant = variant
         self.num_atoms = num_atoms
         self.num_classes = num_classes
@@ -526,7 +528,7 @@ class _VectorFieldMethod(Method):
                  validation_times: int = 10, validation_times_nugget: float = 0.05) -> None:
         super().__init__(sample_with=sample_with, sampling=sampling)
         if not isinstance(validation_times, int) or validation_times < 1:
-            raise ValueError(f"method.validation_times={validation_times!r} is invalid: expected an integer >= 1")
+            raise ConfigError(f"method.validation_times={validation_times!r} is invalid: expected an integer >= 1")
         self.validation_times = validation_times
         self.validation_times_nugget = float(validation_times_nugget)
 
@@ -577,7 +579,7 @@ class NPSE(_VectorFieldMethod):
         super().__init__(sample_with=sample_with, sampling=sampling, validation_times=validation_times,
                          validation_times_nugget=validation_times_nugget)
         if sde_type not in self.SDE_TYPES:
-            raise ValueError(f"method.sde_type={sde_type!r} is invalid: allowed: {', '.join(self.SDE_TYPES)}")
+            raise ConfigError(f"method.sde_type={sde_type!r} is invalid: allowed: {', '.join(self.SDE_TYPES)}")
         self.sde_type = sde_type
 
     def _builder(self, **kwargs: Any) -> Callable[[Tensor, Tensor], nn.Module]:

@@ -17,6 +17,7 @@ from sbilab.methods import Method
 from sbilab.observation import Observation, make_observation
 from sbilab.simulation import sample_prior, stage_seed
 from sbilab.simulators.base import Simulator, derive_seeds
+from sbilab.errors import ConfigError
 
 #: config groups whose chosen option becomes an `sbilab.<group>` tag
 PART_GROUPS = ("simulator", "prior", "summary", "estimator", "method")
@@ -54,9 +55,9 @@ def build_parts(cfg: DictConfig) -> Parts:
     names = list(cfg.prior.names)
     prior_dim = int(sample_prior(prior, 1, 0).shape[1])
     if len(names) != prior_dim:
-        raise ValueError(f"prior.names has {len(names)} entries but the prior has {prior_dim} parameters")
+        raise ConfigError(f"prior.names has {len(names)} entries but the prior has {prior_dim} parameters")
     if prior_dim != simulator.parameter_dim:
-        raise ValueError(
+        raise ConfigError(
             f"prior has {prior_dim} parameters ({', '.join(names)}) but simulator "
             f"{cfg.simulator.name!r} takes {simulator.parameter_dim}"
         )

@@ -25,6 +25,7 @@ from sbilab.parts import PART_GROUPS, Parts, build_parts, part_config
 from sbilab.plots.posterior import pairplot, predictive_traces
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, posterior_spec
+from sbilab.rng import seeded
 from sbilab.simulation import Dataset, sample_prior, simulate_dataset, stage_seed
 from sbilab.simulators.base import derive_seeds
 from sbilab.methods import SNPE
@@ -101,9 +102,9 @@ def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Option
         recorder.log_metrics({"val/loss_best": trained.best_val_loss, "train/epochs": trained.epochs,
                               "time/train_s": trained.seconds})
 
-        torch.manual_seed(stage_seed(int(cfg.seed), "observation-samples"))
-        samples = posterior.sample((int(cfg.diagnostics.num_observation_samples),), x=observation.x,
-                                   show_progress_bars=False)
+        with seeded(stage_seed(int(cfg.seed), "observation-samples")):
+            samples = posterior.sample((int(cfg.diagnostics.num_observation_samples),), x=observation.x,
+                                       show_progress_bars=False)
         metrics = {"val/loss_best": trained.best_val_loss, "time/train_s": trained.seconds,
                    **record_posterior(cfg, parts, posterior, observation, samples, trained, recorder)}
         gates = None
@@ -250,6 +251,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
         predictive_x=predictive_x,
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,
+        c2st_max_samples=int(dcfg.num_observation_samples),  # sbibm compares 10k with 10k
     )
     metrics = dict(result.metrics)
     metrics["time/diagnose_s"] = time.perf_counter() - started
@@ -259,5 +261,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
     for path, array in result.arrays.items():
         recorder.log_array(array, path)
     recorder.log_dict(result.gates_dict(), "diagnostics/gates.json")
+    if result.notes:
+        recorder.log_text("\n".join(result.notes) + "\n", "diagnostics/notes.txt")
     recorder.set_tags({"sbilab.gates": result.verdict})
     return metrics, result.verdict

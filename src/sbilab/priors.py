@@ -13,30 +13,32 @@ from sbi.utils import BoxUniform, MultipleIndependent
 from torch.distributions import Distribution, Independent, Normal, TransformedDistribution, Uniform
 from torch.distributions.transforms import ExpTransform
 
+from sbilab.errors import ConfigError
+
 
 def _vector(values: Sequence[float], key: str) -> torch.Tensor:
     try:
         out = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
     except (TypeError, ValueError):
-        raise ValueError(f"prior.{key}={list(values)!r}: expected a list of numbers") from None
+        raise ConfigError(f"prior.{key}={list(values)!r}: expected a list of numbers") from None
     if out.ndim != 1 or out.numel() == 0:
-        raise ValueError(f"prior.{key}: expected a non-empty list of numbers")
+        raise ConfigError(f"prior.{key}: expected a non-empty list of numbers")
     if not torch.isfinite(out).all():
-        raise ValueError(f"prior.{key}={out.tolist()}: values must be finite")
+        raise ConfigError(f"prior.{key}={out.tolist()}: values must be finite")
     return out
 
 
 def _check_names(names: Sequence[str], dim: int) -> None:
     if len(names) != dim:
-        raise ValueError(f"prior.names has {len(names)} entries but the prior has {dim} parameters")
+        raise ConfigError(f"prior.names has {len(names)} entries but the prior has {dim} parameters")
 
 
 def _check_bounds(low: torch.Tensor, high: torch.Tensor) -> None:
     if low.shape != high.shape:
-        raise ValueError(f"prior.low has {low.numel()} entries but prior.high has {high.numel()}")
+        raise ConfigError(f"prior.low has {low.numel()} entries but prior.high has {high.numel()}")
     bad = (low >= high).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"prior.low must be < prior.high for every parameter; violated at index {bad}")
+        raise ConfigError(f"prior.low must be < prior.high for every parameter; violated at index {bad}")
 
 
 def box_uniform(low: Sequence[float], high: Sequence[float], names: Sequence[str]) -> Distribution:
@@ -52,19 +54,18 @@ def log_uniform(low: Sequence[float], high: Sequence[float], names: Sequence[str
     lo, hi = _vector(low, "low"), _vector(high, "high")
     _check_bounds(lo, hi)
     if (lo <= 0).any():
-        raise ValueError(f"prior.low={lo.tolist()}: a log-uniform prior needs low > 0")
+        raise ConfigError(f"prior.low={lo.tolist()}: a log-uniform prior needs low > 0")
     _check_names(names, lo.numel())
-    base = Independent(Uniform(lo.log(), hi.log()), 1)
-    return TransformedDistribution(base, [ExpTransform()])
+    return _LogUniform(lo, hi)
 
 
 def gaussian(loc: Sequence[float], scale: Sequence[float], names: Sequence[str]) -> Distribution:
     """Independent normal N(loc, scale²) per parameter."""
     mu, sd = _vector(loc, "loc"), _vector(scale, "scale")
     if mu.shape != sd.shape:
-        raise ValueError(f"prior.loc has {mu.numel()} entries but prior.scale has {sd.numel()}")
+        raise ConfigError(f"prior.loc has {mu.numel()} entries but prior.scale has {sd.numel()}")
     if (sd <= 0).any():
-        raise ValueError(f"prior.scale={sd.tolist()}: every scale must be > 0")
+        raise ConfigError(f"prior.scale={sd.tolist()}: every scale must be > 0")
     _check_names(names, mu.numel())
     return Independent(Normal(mu, sd), 1)
 
@@ -77,12 +78,26 @@ def truncated_gaussian(
     lo, hi = _vector(low, "low"), _vector(high, "high")
     _check_bounds(lo, hi)
     if not (mu.shape == sd.shape == lo.shape):
-        raise ValueError("prior.loc, prior.scale, prior.low and prior.high must have the same length")
+        raise ConfigError("prior.loc, prior.scale, prior.low and prior.high must have the same length")
     if (sd <= 0).any():
-        raise ValueError(f"prior.scale={sd.tolist()}: every scale must be > 0")
+        raise ConfigError(f"prior.scale={sd.tolist()}: every scale must be > 0")
     _check_names(names, mu.numel())
     parts = [_TruncatedNormal(mu[i : i + 1], sd[i : i + 1], lo[i : i + 1], hi[i : i + 1]) for i in range(mu.numel())]
     return MultipleIndependent(parts, validate_args=False)
+
+
+class _LogUniform(TransformedDistribution):
+    """exp of a box-uniform; its support is the box [low, high] (so posteriors are truncated to it)."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
+        self.low, self.high = low, high
+        super().__init__(Independent(Uniform(low.log(), high.log()), 1), [ExpTransform()], validate_args=False)
+
+    @property
+    def support(self):  # type: ignore[override]
+        return torch.distributions.constraints.independent(
+            torch.distributions.constraints.interval(self.low, self.high), 1
+        )
 
 
 class _TruncatedNormal(Distribution):

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from sbilab.simulators.base import Simulator, derive_seeds
+from sbilab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def make_backend(name: str, num_workers: int) -> Backend:
         return SerialBackend()
     if name == "local":
         return LocalProcessBackend(num_workers)
-    raise ValueError(f"simulation.backend={name!r}: allowed values are 'local', 'serial'")
+    raise ConfigError(f"simulation.backend={name!r}: allowed values are 'local', 'serial'")
 
 
 # ---------------------------------------------------------------------------

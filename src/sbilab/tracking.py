@@ -8,6 +8,7 @@ whole flow returned; an exception marks it FAILED (message in the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -233,12 +234,13 @@ def _install_sigterm_handler() -> Any:
 
 
 def _close(client: MlflowClient, run_id: str, status: int, message: str, details: Optional[str] = None) -> None:
-    """Best effort: record why the run ended, then set its status."""
+    """Best effort: record why the run ended, then set its status (never masks the original error)."""
     try:
         client.set_tag(run_id, "sbilab.error", message[:5000])
         client.log_text(run_id, details or message, "error.txt")
-    finally:
-        client.set_terminated(run_id, RunStatus.to_string(status))
+    except Exception as error:  # the store itself may be what failed
+        logging.getLogger(__name__).warning("could not record the error of run %s: %s", run_id, error)
+    client.set_terminated(run_id, RunStatus.to_string(status))
 
 
 def mark_stale_runs(uri: str, experiment: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 Posterior samples for the test set are drawn ONCE (``sample_batched``, chunked over
 test points) and shared by SBC, expected coverage, TARP and recovery/contraction.
-All randomness is seeded: sampling runs inside ``torch.random.fork_rng()`` after
-``torch.manual_seed(seed)`` (so the caller's global RNG stream is left untouched),
+All randomness is seeded: sampling runs inside ``sbilab.rng.seeded(seed)`` (torch and NumPy)
+(so the caller's global RNG stream is left untouched),
 TARP reference points use their own generator, C2ST subsampling and classifiers
 use ``seed``, and the ECDF band uses a fixed seed.
 
@@ -29,6 +29,7 @@ from sbilab.diagnostics.coverage import CoverageResult, expected_coverage
 from sbilab.diagnostics.gates import GateReport, GateThresholds, evaluate_gates
 from sbilab.diagnostics.ppc import PPCResult, ppc_distance
 from sbilab.diagnostics.recovery import RecoveryResult, recovery_and_contraction, resolve_prior_variance
+from sbilab.rng import seeded
 from sbilab.diagnostics.sampling import (
     as_float_tensor,
     as_numpy,
@@ -184,8 +185,7 @@ def run_diagnostics(
 
     # ---- sample once, evaluate log-probs once ----------------------------------------
     t = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         samples = sample_posterior_batched(posterior, x, num_posterior_samples, chunk_size=chunk_size)
         missing = unsampled_points(samples)
         if missing.any():  # the flow leaks (almost) all its mass out of the prior there
@@ -246,8 +246,7 @@ def run_diagnostics(
     if x_o is not None:
         x_o_t = as_float_tensor(x_o)
         if theta_o is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + 2)
+            with seeded(seed + 2):
                 lp_o, how = _log_prob_at_observation(posterior, as_float_tensor(theta_o).reshape(-1), x_o_t)
             metrics["posterior/logprob_true_theta"] = lp_o
             if how != "log_prob":
@@ -258,8 +257,7 @@ def run_diagnostics(
                 obs = as_float_tensor(observed_samples)
             else:
                 n_obs = num_observed_samples or min(len(ref), c2st_max_samples)
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed + 3)
+                with seeded(seed + 3):
                     obs = call_with_supported_kwargs(
                         posterior.sample, (n_obs,), x=x_o_t, show_progress_bars=False
                     )

@@ -7,8 +7,10 @@ mV on t = 0, dt, ..., duration. Every constant of the model is a field of
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sbilab.simulators.base import Simulator, as_float64_numpy, to_tensor
+from sbilab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,12 @@ def simulate_traces_numpy(theta: np.ndarray, noise: np.ndarray, p: HHParams) -> 
     return V
 
 
+def _kernel_source_hash() -> str:
+    """First 12 hex digits of the kernel source's sha256 ('nosource' when it is not shipped)."""
+    source = Path(__file__).with_name("_hh_kernel.c")
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:12] if source.exists() else "nosource"
+
+
 class HodgkinHuxley(Simulator):
     """The tutorial's HH neuron; ``simulate`` returns V [B, T] in mV (float64).
 
@@ -130,11 +139,12 @@ class HodgkinHuxley(Simulator):
     """
 
     parameter_dim = 2
-    version = "1"
+    #: model version + a hash of the C kernel's source: editing the kernel invalidates cached simulations
+    version = "1+" + _kernel_source_hash()
 
     def __init__(self, backend: str = "compiled", **constants: float) -> None:
         if backend not in ("compiled", "numpy"):
-            raise ValueError(f"simulator.backend={backend!r}: allowed values are 'compiled', 'numpy'")
+            raise ConfigError(f"simulator.backend={backend!r}: allowed values are 'compiled', 'numpy'")
         self.backend = backend
         self.params = HHParams(**constants)
 

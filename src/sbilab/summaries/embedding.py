@@ -22,6 +22,8 @@ import torch
 from sbi.neural_nets.embedding_nets import CNNEmbedding
 from torch import Tensor, nn
 
+from sbilab.errors import ConfigError
+
 
 def block_mean(traces: Tensor, factor: int) -> Tensor:
     """Means of consecutive blocks of ``factor`` samples [B, T // factor]; the last T % factor samples are dropped."""
@@ -46,12 +48,12 @@ class DownsampledTraceCNN:
                  num_linear_layers: int = 2, num_linear_units: int = 50, output_dim: int = 20,
                  length: Optional[int] = None) -> None:
         if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-            raise ValueError(f"summary.factor={factor!r} is invalid: expected an integer >= 1")
+            raise ConfigError(f"summary.factor={factor!r} is invalid: expected an integer >= 1")
         num_samples = int(length) if length is not None else int(round(duration / dt)) + 1
         self.factor = factor
         self.length = num_samples // factor
         if self.length < 1:
-            raise ValueError(f"summary.factor={factor} is longer than the trace ({num_samples} samples)")
+            raise ConfigError(f"summary.factor={factor} is longer than the trace ({num_samples} samples)")
         self.cnn = {
             "out_channels_per_layer": [int(c) for c in out_channels_per_layer],
             "num_conv_layers": len(out_channels_per_layer),
@@ -65,7 +67,7 @@ class DownsampledTraceCNN:
             with torch.random.fork_rng(devices=[]):  # a trial build must not move the global RNG
                 self.embedding_net()  # fail fast on sizes that shrink the trace to nothing
         except AssertionError as error:
-            raise ValueError(f"summary: CNN sizes do not fit a trace of {self.length} bins ({error})") from None
+            raise ConfigError(f"summary: CNN sizes do not fit a trace of {self.length} bins ({error})") from None
 
     @property
     def dim(self) -> int:
@@ -75,7 +77,7 @@ class DownsampledTraceCNN:
     def __call__(self, traces: Tensor) -> Tensor:
         traces = traces.reshape(traces.shape[0], -1)
         if traces.shape[1] // self.factor != self.length:
-            raise ValueError(
+            raise ConfigError(
                 f"summary: traces have {traces.shape[1]} samples, expected {self.length * self.factor}"
                 f"..{self.length * self.factor + self.factor - 1} (check simulator.duration/dt)"
             )

@@ -36,6 +36,7 @@ from torch import Tensor
 from sbilab.simulators.hodgkin_huxley import HHParams
 from sbilab.summaries.hh_features import FEATURE_NAMES as TUTORIAL_NAMES
 from sbilab.summaries.hh_features import hh_feature_array
+from sbilab.errors import ConfigError
 
 EXTRA_NAMES = ("spike_latency", "isi_mean", "isi_cv", "ap_amplitude", "ap_width", "adaptation_index")
 FEATURE_NAMES = TUTORIAL_NAMES + EXTRA_NAMES
@@ -143,9 +144,9 @@ class HHExtended:
     def __init__(self, duration: float = 120.0, dt: float = 0.01, t_on: float = 10.0, t_off: float = 110.0,
                  threshold: float = -10.0, min_isi: float = 0.5, width_window: float = 5.0) -> None:
         if min_isi <= 0:
-            raise ValueError(f"summary.min_isi={min_isi!r} is invalid: expected a number > 0 (ms)")
+            raise ConfigError(f"summary.min_isi={min_isi!r} is invalid: expected a number > 0 (ms)")
         if width_window <= 0:
-            raise ValueError(f"summary.width_window={width_window!r} is invalid: expected a number > 0 (ms)")
+            raise ConfigError(f"summary.width_window={width_window!r} is invalid: expected a number > 0 (ms)")
         self.params = HHParams(duration=duration, dt=dt, t_on=t_on, t_off=t_off)
         self.threshold = float(threshold)
         self.min_isi = float(min_isi)

@@ -358,7 +358,7 @@ def resolve_parent_run(uri: str, ref: Optional[str] = None) -> str:
     _check_store_exists(uri)
     client = MlflowClient(uri)
     if ref and ("'" in ref or '"' in ref or "`" in ref):
-        raise ValueError(f"{ref!r} is neither a run id nor a sweep id")
+        raise TrackingError(f"{ref!r} is neither a run id nor a sweep id")
     if ref:
         try:
             return client.get_run(ref).info.run_id
@@ -366,14 +366,14 @@ def resolve_parent_run(uri: str, ref: Optional[str] = None) -> str:
             pass
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not experiment_ids:
-        raise ValueError(f"the MLflow store {uri} has no experiments")
+        raise TrackingError(f"the MLflow store {uri} has no experiments")
     found = []
     for role in PARENT_ROLES:
         query = f"tags.`sbilab.role` = '{role}'" + (f" and tags.`sbilab.sweep_id` = '{ref}'" if ref else "")
         found += client.search_runs(experiment_ids, query, max_results=1, order_by=["attributes.start_time DESC"])
     if not found:
         what = f"no run or sweep with id {ref!r}" if ref else "no sweep or HPO parent run"
-        raise ValueError(f"{what} in the MLflow store {uri}")
+        raise TrackingError(f"{what} in the MLflow store {uri}")
     return max(found, key=lambda r: r.info.start_time).info.run_id
 
 
@@ -474,11 +474,11 @@ def register_posterior_model(uri: str, run_id: str, name: Optional[str] = None) 
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise ValueError(f"no run with id {run_id!r} in the MLflow store {uri}") from None
+        raise TrackingError(f"no run with id {run_id!r} in the MLflow store {uri}") from None
     if run.info.status != "FINISHED":
-        raise ValueError(f"run {run_id} is {run.info.status}: only FINISHED runs are registered")
+        raise TrackingError(f"run {run_id} is {run.info.status}: only FINISHED runs are registered")
     if not any(item.path == "posterior/spec.yaml" for item in client.list_artifacts(run_id, "posterior")):
-        raise ValueError(f"run {run_id} has no posterior/ artifact to register")
+        raise TrackingError(f"run {run_id} has no posterior/ artifact to register")
     model_uri = posterior_model_uri(uri, run_id) or log_posterior_model(recorder_for(uri, run_id))
     if name is None:
         experiment = client.get_experiment(run.info.experiment_id).name

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from sbilab.simulators import sbibm_reference
 from sbilab.simulators.base import Simulator, as_float64_numpy, to_tensor
+from sbilab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class BenchmarkTask(Simulator):
 
     def __init__(self, reference: str = "likelihood") -> None:
         if reference not in REFERENCE_SOURCES:
-            raise ValueError(f"simulator.reference={reference!r}: expected one of {', '.join(REFERENCE_SOURCES)}")
+            raise ConfigError(f"simulator.reference={reference!r}: expected one of {', '.join(REFERENCE_SOURCES)}")
         self.reference = reference
 
     def __repr__(self) -> str:

@@ -31,6 +31,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from sbilab.errors import ConfigError
+
 SBIBM_VERSION = "1.1.0"
 WHEEL_NAME = f"sbibm-{SBIBM_VERSION}-py2.py3-none-any.whl"
 WHEEL_SHA256 = "12ecc6b4d327b92f9225f08faa6405e4274fb8e75943d86a53157d1b1bcfaf74"
@@ -116,7 +118,7 @@ def benchmark_observation(task: str, num_observation: int) -> tuple[list[float],
     _check_task(task)
     table = OBSERVATIONS[task]
     if num_observation not in table:
-        raise ValueError(
+        raise ConfigError(
             f"num_observation={num_observation}: tabulated are {sorted(table)}; "
             "4-10 need the cache (published_observation)"
         )
@@ -224,7 +226,7 @@ def _read_csv(path: Path) -> np.ndarray:
 
 def _check_task(task: str) -> None:
     if task not in TASKS:
-        raise ValueError(f"task={task!r}: sbibm tasks available here are {', '.join(TASKS)}")
+        raise ConfigError(f"task={task!r}: sbibm tasks available here are {', '.join(TASKS)}")
 
 
 def published_observation(
@@ -233,7 +235,7 @@ def published_observation(
     """θ*, x_o and the 10,000 published reference samples of one benchmark observation."""
     _check_task(task)
     if not 1 <= num_observation <= NUM_OBSERVATIONS:
-        raise ValueError(f"num_observation={num_observation}: sbibm has 1..{NUM_OBSERVATIONS}")
+        raise ConfigError(f"num_observation={num_observation}: sbibm has 1..{NUM_OBSERVATIONS}")
     if not is_cached(root):
         if not download:
             raise SbibmDataUnavailable(

@@ -26,6 +26,8 @@ import torch
 from matplotlib.figure import Figure
 from torch.distributions import MultivariateNormal
 
+from conftest import NullTracker
+
 from sbilab.diagnostics import (
     FIGURE_KEYS,
     PPC_FIGURE_KEY,
@@ -411,7 +413,7 @@ def test_truncated_sampler_matches_rejection_and_drops_hopeless_points():
     prior = BoxUniform(torch.zeros(1), torch.ones(1))
     theta = torch.rand(500, 1)
     x = theta + 0.3 * torch.randn(500, 1)
-    inference = NPE(prior=prior, density_estimator="mdn", show_progress_bars=False)
+    inference = NPE(prior=prior, density_estimator="mdn", show_progress_bars=False, tracker=NullTracker())
     posterior = inference.build_posterior(inference.append_simulations(theta, x).train(max_num_epochs=30))
     xs = torch.tensor([[0.5], [-0.4]])  # x=-0.4: much of the flow's mass lies below 0
     ours = truncated_sample_batched(posterior, xs, 2000, _prior_support_mask(posterior))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from sbi.inference.posteriors import DirectPosterior, VectorFieldPosterior
 from torch import Tensor
 
 from sbilab.config import check_config, check_tracking_uri
@@ -170,7 +171,9 @@ def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation:
     recorder.log_array(samples.numpy(), "posterior_samples.npy")
     metrics: dict[str, float] = {}
     if observation.theta is not None:
-        metrics["posterior/logprob_true_theta"] = float(posterior.log_prob(observation.theta[None], x=observation.x)[0])
+        if isinstance(posterior, NORMALISED_POSTERIORS):  # MCMC/VI/importance posteriors know it up to a constant
+            metrics["posterior/logprob_true_theta"] = float(
+                posterior.log_prob(observation.theta[None], x=observation.x)[0])
         metrics["posterior/true_theta_hpd_level"] = true_theta_hpd_level(posterior, samples, observation)
         recorder.log_metrics(metrics)
 
@@ -191,6 +194,10 @@ def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation:
     if figure is not None:
         recorder.log_figure(figure, "plots/ppc.png")
     return metrics
+
+
+#: posteriors whose log_prob is normalised (NPE-style and vector-field posteriors)
+NORMALISED_POSTERIORS = (DirectPosterior, VectorFieldPosterior)
 
 
 def true_theta_hpd_level(posterior: Any, samples: Tensor, observation: Observation) -> float:

@@ -174,8 +174,9 @@ class _ChunkStore:
         path = self.path(start, stop)
         if path is None:
             return
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, x)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # not *.npy: never mistaken for a chunk
+        with open(tmp, "wb") as handle:
+            np.save(handle, x)
         os.replace(tmp, path)
 
 

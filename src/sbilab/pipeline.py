@@ -73,7 +73,7 @@ def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Option
     ) as recorder:
         started = time.perf_counter()
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        recorder.log_params(tracking.loggable_params({k: v for k, v in resolved.items() if k != "paths"}))
+        recorder.log_params(tracking.loggable_params(resolved))
         recorder.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         recorder.log_array(observation.x.numpy(), "observation.npy")
 

@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
-SWEEP ?= estimator=maf,nsf,mdn simulation.num_simulations=1000,3000,10000
+SWEEP ?= estimator=zuko_maf_unconstrained,maf,mdn simulation.num_simulations=1000,3000,10000
+TASKS ?= two_moons gaussian_linear slcp
+METHODS ?= npe
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PORT ?= 5000
 export PROJECT_ROOT := $(CURDIR)
@@ -13,11 +15,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all simulate bench sweep compare hpo register ui clean
+.PHONY: help install train test test-slow test-all simulate bench benchmark sweep compare hpo register ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT (ui)"
+	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo, benchmark), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT (ui)"
+	@echo "             TASKS='two_moons ...', METHODS='npe ...' (benchmark)"
 
 $(STAMP): pyproject.toml setup.py src/sbilab/simulators/_hh_kernel.c
 	@command -v $(PYTHON) >/dev/null || { echo "sbilab: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -47,6 +50,9 @@ simulate: $(STAMP) ## fill the simulation cache without training (same overrides
 
 bench: $(STAMP) ## simulation benchmark (kernel vs per-simulation loop, memory, workers)
 	$(PY) scripts/bench.py $(ARGS)
+
+benchmark: $(STAMP) ## sbibm C2ST at 10k simulations (TASKS x METHODS, observations 1-3) into mlruns/ + outputs/benchmark/
+	$(PY) scripts/benchmark.py --tasks $(TASKS) --methods $(METHODS) $(ARGS)
 
 sweep: $(STAMP) ## parallel multirun (joblib launcher), default: estimator x budget on HH
 	$(PY) scripts/train.py --multirun hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(SWEEP) $(ARGS)

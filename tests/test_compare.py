@@ -199,3 +199,23 @@ def test_compare_script_fails_in_one_line(sweep_store, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"sbilab: error: no run or sweep with id 'no-such-sweep' in the MLflow store {uri}"]
+
+
+def test_posterior_c2st_pairs_runs_at_one_observation():
+    from sbilab.compare import posterior_c2st_rows, same_observation_runs
+
+    obs = {"observation.theta": "[50.0, 5.0]", "observation.seed": "2026", "simulator.name": "hodgkin_huxley"}
+    runs = [{"run_id": rid, "status": "FINISHED", "params": dict(obs), "tags": {"choice.summary": summary}}
+            for rid, summary in [("a", "hh_features"), ("b", "hh_cnn"), ("c", "hh_extended")]]
+    generator = np.random.default_rng(0)
+    samples = {"a": generator.normal(size=(1000, 2)), "b": generator.normal(size=(1000, 2)),
+               "c": generator.normal(loc=3.0, size=(1000, 2))}
+    assert same_observation_runs(runs) == runs
+    columns, rows = posterior_c2st_rows(runs, ["summary"], samples.__getitem__)
+    scores = {(r["run_id_a"], r["run_id_b"]): r["c2st"] for r in rows}
+    assert len(rows) == 3 and rows[0]["run_a"] == "summary=hh_features"
+    assert scores[("a", "b")] < 0.56  # same distribution: chance level
+    assert scores[("a", "c")] > 0.95 and scores[("b", "c")] > 0.95  # shifted by 3 sd: separable
+    other = [*runs[:2], {**runs[2], "params": {**obs, "observation.theta": "[40.0, 5.0]"}}]
+    assert same_observation_runs(other) == []  # different observations: no comparison
+    assert same_observation_runs([{**runs[0], "status": "FAILED"}, runs[1]]) == []

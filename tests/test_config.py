@@ -27,7 +27,10 @@ def _compose(overrides: list[str]):
 def test_default_composition_is_the_tutorial():
     cfg = _compose([])
     assert cfg.simulator.name == "hodgkin_huxley" and cfg.prior.name == "hh_box"
-    assert cfg.summary.name == "hh_features" and cfg.estimator.name == "maf" and cfg.method.name == "npe"
+    assert cfg.summary.name == "hh_features" and cfg.method.name == "npe"
+    # sbi's MAF (zuko's), learning θ on the box's unbounded space: the default that passes the HH gates
+    assert cfg.estimator.model == "zuko_maf" and cfg.estimator.z_score_theta == "transform_to_unconstrained"
+    assert cfg.trainer.lr_decay is not None and cfg.trainer.learning_rate == 5e-4 and cfg.trainer.batch_size == 200
     assert list(cfg.prior.low) == [0.5, 1e-4] and list(cfg.prior.high) == [80.0, 15.0]
     assert list(cfg.prior.names) == ["gbar_Na", "gbar_K"]
     assert list(cfg.observation.theta) == [50.0, 5.0]
@@ -91,3 +94,12 @@ def test_threshold_keys_checked_early_are_the_gates():
     assert set(THRESHOLD_KEYS) == {f.name for f in fields(GateThresholds)}
     with pytest.raises(ConfigError, match=r"diagnostics\.thresholds\.sbc_pvalue"):
         check_config(_compose(["+diagnostics.thresholds.sbc_pvalue=0.1"]))
+
+
+def test_trainer_sbi_is_sbis_own_training_and_the_tutorial_preset_uses_it():
+    sbi = _compose(["trainer=sbi"]).trainer
+    assert sbi.lr_decay is None and sbi.weight_averaging is None
+    assert (sbi.batch_size, sbi.learning_rate, sbi.validation_fraction, sbi.stop_after_epochs, sbi.clip_max_norm) == (
+        200, 5e-4, 0.1, 20, 5.0)
+    tutorial = _compose(["experiment=hh_tutorial"])
+    assert tutorial.trainer.lr_decay is None and tutorial.estimator.model == "maf"

@@ -50,11 +50,11 @@ def test_run_is_finished_with_the_design_record(finished_run):
     assert run.info.run_id in stdout and "make ui" in stdout
     tags = run.data.tags
     for group, option in [("simulator", "hodgkin_huxley"), ("prior", "hh_box"), ("summary", "hh_features"),
-                          ("estimator", "maf"), ("method", "npe")]:
+                          ("estimator", "zuko_maf_unconstrained"), ("method", "npe")]:
         assert tags[f"sbilab.{group}"] == option
     assert tags["sbilab.git_commit"] and tags["sbilab.gates"] in ("pass", "fail")
     params = run.data.params
-    assert params["simulation.num_simulations"] == "300" and params["estimator.model"] == "maf"
+    assert params["simulation.num_simulations"] == "300" and params["estimator.model"] == "zuko_maf"
     assert not any(key.startswith(("paths.", "tracking.")) for key in params)
     metrics = run.data.metrics
     for name in ["train/loss", "val/loss", "val/loss_best", "train/epochs", "time/simulate_s", "time/train_s",
@@ -66,6 +66,8 @@ def test_run_is_finished_with_the_design_record(finished_run):
     epochs = int(metrics["train/epochs"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == list(range(epochs))
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == epochs
+    rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/lr"), key=lambda m: m.step)]
+    assert len(rates) == epochs and rates[0] == 5e-4 and rates == sorted(rates, reverse=True)  # decays, never rises
     artifacts = _artifacts(client, run.info.run_id)
     for path in ["config.yaml", "posterior_samples.npy", "observation.npy", "posterior/spec.yaml",
                  "posterior/estimator.pt", "plots/pairplot.png", "plots/ppc.png", "plots/loss.png",

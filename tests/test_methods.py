@@ -17,6 +17,7 @@ from sbi.inference import NPE_C
 from sbi.neural_nets import classifier_nn, posterior_nn
 from sbi.utils import BoxUniform
 
+from sbilab.errors import ConfigError
 from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, atomic_npe_loss, methods_for_estimator
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
 from sbilab.rounds import round_seed, train_sequential
@@ -286,6 +287,33 @@ def test_every_shipped_density_and_field_estimator_builds():
         for path in sorted((ROOT / "conf" / "estimator").glob("*.yaml")):
             cfg = OmegaConf.to_container(compose("config", overrides=[f"estimator={path.stem}"]).estimator)
             method = METHODS[methods_for_estimator(cfg)[0]]()
-            estimator = method.build_estimator(cfg, theta, x)
+            estimator = method.build_estimator(cfg, theta, x, prior=_prior())  # the prior: for unconstrained θ
             torch.manual_seed(0)
             assert torch.isfinite(method.loss(estimator, theta[:10], x[:10])).all(), path.stem
+
+
+def test_flow_on_the_priors_unbounded_space_stays_inside_the_box_and_round_trips():
+    """z_score_theta=transform_to_unconstrained (sbi's option, given the prior): the flow's own samples never
+    leave the prior's support, so no rejection is needed, and the saved posterior rebuilds identically."""
+    method_cfg = {"_target_": "sbilab.methods.NPE"}
+    estimator_cfg = {"model": "zuko_maf", "hidden_features": 16, "num_transforms": 2,
+                     "z_score_theta": "transform_to_unconstrained"}
+    method = instantiate(method_cfg, _convert_="all")
+    method.check_estimator(estimator_cfg)
+    prior, theta, x = _toy()
+    result = train_estimator(method, estimator_cfg, theta, x, TRAINER, seed=0, prior=prior)
+    raw = result.estimator.sample((2000,), condition=X_O)  # the bare flow, no truncation
+    assert raw.abs().max() < 2.0
+    posterior = method.build_posterior(result.estimator, prior)
+    spec = yaml.safe_load(yaml.safe_dump(posterior_spec(method_cfg, estimator_cfg, PRIOR_CFG, 2, 2)))
+    rebuilt = rebuild_posterior(spec, result.estimator.state_dict())
+    inside = torch.tensor([[0.3, -0.2], [1.9, -1.9]])
+    torch.testing.assert_close(posterior.log_prob(inside, x=X_O), rebuilt.log_prob(inside, x=X_O))
+
+
+@pytest.mark.parametrize("method_cfg, model", [({"_target_": "sbilab.methods.NPE"}, "maf"),
+                                               ({"_target_": "sbilab.methods.NLE"}, "zuko_maf")])
+def test_unbounded_theta_space_is_refused_where_sbi_cannot_do_it(method_cfg, model):
+    method = instantiate(method_cfg, _convert_="all")
+    with pytest.raises(ConfigError, match="estimator.z_score_theta=transform_to_unconstrained"):
+        method.check_estimator({"model": model, "z_score_theta": "transform_to_unconstrained"})

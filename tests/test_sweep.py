@@ -113,6 +113,11 @@ def test_two_job_sweep_has_one_finished_parent_and_compares(tmp_path):
     found = {item.path for item in client.list_artifacts(parent.info.run_id, "comparison")}
     assert {"comparison/runs.csv", "comparison/runs.md", "comparison/vs_budget.png"} <= found
     assert "comparison/heatmap.png" not in found  # one factor: no grid
+    # both runs conditioned on the same x_o: their posteriors are compared by C2ST
+    table = Path(client.download_artifacts(parent.info.run_id, "comparison/posterior_c2st.csv")).read_text()
+    (pair,) = list(csv.DictReader(io.StringIO(table)))
+    assert {pair["run_id_a"], pair["run_id_b"]} == {r.info.run_id for r in children}
+    assert 0.4 <= float(pair["c2st"]) <= 1.0
 
 
 @pytest.mark.parametrize("uri, reason", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from sbi.inference import NPE as SbiNPE
+from lightning.pytorch.callbacks import Callback
 from sbi.utils import BoxUniform
 
 from sbilab.methods import NPE
@@ -58,3 +59,45 @@ def test_best_weights_are_restored_and_early_stopping_applies():
     assert result.best_val_loss == best
     assert result.epochs == result.val_losses.index(best) + 1 + 3  # stopped 3 epochs after the best
     assert len(result.train_losses) == result.epochs
+
+
+def _val_loss(estimator: torch.nn.Module, theta: torch.Tensor, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(estimator.loss(theta, condition=x).mean())
+
+
+def test_weight_averaging_keeps_and_returns_the_averaged_weights():
+    """With EMA the kept weights are the averaged ones that validation scored, not the raw Adam iterate."""
+    from sbilab.data import split_indices
+
+    prior, theta, x = _toy(400)
+    estimator_cfg = {"model": "maf", "hidden_features": 20, "num_transforms": 2}
+    config = {**TRAINER, "max_epochs": 8, "stop_after_epochs": 8, "weight_averaging": {"decay": 0.9}}
+    averaged = train_estimator(NPE(), estimator_cfg, theta, x, config, seed=3)
+    plain = train_estimator(NPE(), estimator_cfg, theta, x, {**config, "weight_averaging": None}, seed=3)
+
+    assert averaged.train_losses == plain.train_losses  # averaging never changes the optimisation itself
+    assert averaged.val_losses != plain.val_losses  # validation scores the averaged weights
+    torch.manual_seed(3)
+    val = split_indices(theta.shape[0], 0.1).val
+    # the returned network is the one whose validation loss was best (sbi's mean over the validation rows)
+    assert abs(_val_loss(averaged.estimator, theta[val], x[val]) - averaged.best_val_loss) < 1e-5
+
+
+def test_lr_decay_lowers_the_learning_rate_on_a_plateau():
+    prior, theta, x = _toy(300)
+    seen: list[float] = []
+
+    class LearningRates(Callback):
+        def on_train_epoch_end(self, trainer, module) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    # a rate far too high for this net: the validation loss stops improving within a few epochs
+    config = {**TRAINER, "learning_rate": 0.1, "max_epochs": 30, "stop_after_epochs": 30,
+              "lr_decay": {"factor": 0.5, "patience": 0, "min_lr": 0.0125}}
+    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x, config,
+                             seed=0, callbacks=[LearningRates()])
+    assert seen[0] == 0.1
+    assert all(later <= earlier for earlier, later in zip(seen, seen[1:]))
+    assert min(seen) == 0.0125  # halved after each non-improving epoch, never below min_lr
+    assert len(result.val_losses) == 30

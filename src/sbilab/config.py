@@ -45,6 +45,17 @@ def _fraction(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
 
 
+def _lr_decay(value: Any) -> bool:
+    return (hasattr(value, "keys") and set(value.keys()) == {"factor", "patience", "min_lr"}
+            and _fraction(value["factor"]) and _non_negative_int(value["patience"])
+            and isinstance(value["min_lr"], (int, float)) and value["min_lr"] >= 0)
+
+
+def _weight_averaging(value: Any) -> bool:
+    return (hasattr(value, "keys") and "decay" in value and set(value.keys()) <= {"decay", "start_epoch"}
+            and _fraction(value["decay"]) and _non_negative_int(value.get("start_epoch", 0)))
+
+
 #: key → (predicate, what is allowed)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (_non_negative_int, "an integer >= 0"),
@@ -61,6 +72,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.stop_after_epochs": (_positive_int, "an integer >= 1"),
     "trainer.max_epochs": (lambda v: _is_int(v) and (v == -1 or v > 0), "-1 (until early stopping) or an integer >= 1"),
     "trainer.clip_max_norm": (lambda v: v is None or _positive_number(v), "null or a number > 0"),
+    "trainer.lr_decay": (lambda v: v is None or _lr_decay(v),
+                         "null or {factor: 0 < f < 1, patience: integer >= 0, min_lr: number >= 0}"),
+    "trainer.weight_averaging": (lambda v: v is None or _weight_averaging(v),
+                                 "null or {decay: 0 < d < 1, start_epoch: integer >= 0 (optional)}"),
     "diagnostics.num_test": (_positive_int, "an integer >= 1"),
     "diagnostics.num_posterior_samples": (_positive_int, "an integer >= 1"),
     "diagnostics.num_ppc": (_positive_int, "an integer >= 1"),

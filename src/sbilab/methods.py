@@ -83,6 +83,8 @@ from sbilab.errors import ConfigError
 
 #: estimator config keys that describe the config itself, not the network
 _META_KEYS = ("name", "family")
+#: sbi's z-scoring option that maps θ through the prior's support to an unbounded space (zuko flows only)
+UNCONSTRAINED = "transform_to_unconstrained"
 
 #: sbi builders (``model_builders`` names) that give a conditional density (NPE, SNPE, NLE)
 POSTERIOR_MODELS = ("maf", "nsf", "mdn", "made", "maf_rqs", "zuko_maf", "zuko_nsf", "zuko_ncsf", "zuko_sospf",
@@ -188,6 +190,8 @@ class Method(ABC):
     sample_with_choices: tuple[str, ...]
     #: whether a learned embedding of x (a summary's ``embedding_net()``) can be trained with it
     supports_embedding: bool = True
+    #: whether the network is a density over θ (then θ can be mapped to the prior's unbounded space)
+    models_theta_density: bool = False
 
     def __init__(self, sample_with: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None) -> None:
         sample_with = sample_with or self.sample_with_choices[0]
@@ -214,6 +218,15 @@ class Method(ABC):
                 f"(family {self.family}, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
             )
 
+        if UNCONSTRAINED in (estimator_cfg.get("z_score_theta"), estimator_cfg.get("z_score_x")):
+            if not self.models_theta_density or estimator_cfg.get("z_score_x") == UNCONSTRAINED \
+                    or not str(model).startswith("zuko_"):
+                raise ConfigError(
+                    f"estimator.z_score_theta={UNCONSTRAINED} (a flow on the prior's unbounded space) needs "
+                    f"method=npe or snpe and a zuko_* model; got method={self.name!r}, estimator.model={model!r} "
+                    f"(other methods: a z-scored estimator, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
+                )
+
     def check_summary(self, summary: Any) -> None:
         """Fail fast when the summary brings a learned embedding this method cannot use."""
         if hasattr(summary, "embedding_net") and not self.supports_embedding:
@@ -227,10 +240,12 @@ class Method(ABC):
 
     @abstractmethod
     def build_estimator(self, estimator_cfg: Mapping[str, Any], theta: Tensor, x: Tensor,
-                        embedding_net: Optional[nn.Module] = None) -> nn.Module:
+                        embedding_net: Optional[nn.Module] = None,
+                        prior: Optional[Distribution] = None) -> nn.Module:
         """A fresh network; z-scoring statistics come from (θ, x) of the training split.
 
         ``embedding_net`` (a fresh module) embeds x inside the network and is trained with it.
+        ``prior``: its support bounds θ, for ``estimator.z_score_theta=transform_to_unconstrained``.
         """
 
     @abstractmethod
@@ -318,11 +333,18 @@ class NPE(Method):
     name = "npe"
     family = "density"
     models = POSTERIOR_MODELS
+    models_theta_density = True
     sample_with_choices = ("direct", "rejection", "mcmc", "vi", "importance")
 
     def build_estimator(self, estimator_cfg: Mapping[str, Any], theta: Tensor, x: Tensor,
-                        embedding_net: Optional[nn.Module] = None) -> nn.Module:
-        return posterior_nn(**self._builder_kwargs(estimator_cfg, embedding_net))(theta, x)
+                        embedding_net: Optional[nn.Module] = None,
+                        prior: Optional[Distribution] = None) -> nn.Module:
+        kwargs = self._builder_kwargs(estimator_cfg, embedding_net)
+        if kwargs.get("z_score_theta") == UNCONSTRAINED:
+            if prior is None:
+                raise ValueError("estimator.z_score_theta=transform_to_unconstrained needs the prior (its support)")
+            kwargs["x_dist"] = prior  # sbi's name for the distribution of the flow's variable, here θ
+        return posterior_nn(**kwargs)(theta, x)
 
     def loss(self, estimator: nn.Module, theta: Tensor, x: Tensor) -> Tensor:
         return estimator.loss(theta, condition=x)
@@ -413,7 +435,8 @@ class NLE(Method):
     supports_embedding = False  # x is what the network models; likelihood_nn's embedding is for θ
 
     def build_estimator(self, estimator_cfg: Mapping[str, Any], theta: Tensor, x: Tensor,
-                        embedding_net: Optional[nn.Module] = None) -> nn.Module:
+                        embedding_net: Optional[nn.Module] = None,
+                        prior: Optional[Distribution] = None) -> nn.Module:
         return likelihood_nn(**self._builder_kwargs(estimator_cfg, embedding_net))(theta, x)
 
     def loss(self, estimator: nn.Module, theta: Tensor, x: Tensor) -> Tensor:
@@ -500,7 +523,8 @@ class NRE(Method):
         self.gamma = float(gamma)
 
     def build_estimator(self, estimator_cfg: Mapping[str, Any], theta: Tensor, x: Tensor,
-                        embedding_net: Optional[nn.Module] = None) -> nn.Module:
+                        embedding_net: Optional[nn.Module] = None,
+                        prior: Optional[Distribution] = None) -> nn.Module:
         return classifier_nn(**self._builder_kwargs(estimator_cfg, embedding_net, key="embedding_net_x"))(theta, x)
 
     def loss(self, estimator: nn.Module, theta: Tensor, x: Tensor) -> Tensor:
@@ -536,7 +560,8 @@ class _VectorFieldMethod(Method):
     def _builder(self, **kwargs: Any) -> Callable[[Tensor, Tensor], nn.Module]: ...
 
     def build_estimator(self, estimator_cfg: Mapping[str, Any], theta: Tensor, x: Tensor,
-                        embedding_net: Optional[nn.Module] = None) -> nn.Module:
+                        embedding_net: Optional[nn.Module] = None,
+                        prior: Optional[Distribution] = None) -> nn.Module:
         return self._builder(**self._builder_kwargs(estimator_cfg, embedding_net))(theta, x)
 
     def loss(self, estimator: nn.Module, theta: Tensor, x: Tensor) -> Tensor:
@@ -594,7 +619,9 @@ def methods_for_estimator(estimator_cfg: Mapping[str, Any]) -> list[str]:
     """Names of the methods that can train this estimator config."""
     fits = []
     for name, cls in METHODS.items():
-        if estimator_cfg.get("model") in cls.models and estimator_family(estimator_cfg) in (None, cls.family):
+        unconstrained = UNCONSTRAINED in (estimator_cfg.get("z_score_theta"), estimator_cfg.get("z_score_x"))
+        if estimator_cfg.get("model") in cls.models and estimator_family(estimator_cfg) in (None, cls.family) \
+                and (cls.models_theta_density or not unconstrained):
             fits.append(name)
     return fits
 

@@ -72,34 +72,22 @@ def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Option
         run_name=cfg.tracking.run_name, tags=tags, parent_run_id=parent_run_id,
     ) as recorder:
         started = time.perf_counter()
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        recorder.log_params(tracking.loggable_params(resolved))
-        recorder.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        record_config(cfg, recorder)
         recorder.log_array(observation.x.numpy(), "observation.npy")
 
-        trainer_cfg = {**part_config(cfg, "trainer"), "root_dir": str(Path(cfg.paths.output_dir))}
-        embedding_net = getattr(parts.summary, "embedding_net", None)  # a learned summary's x-embedding factory
         if isinstance(parts.method, SNPE):
             last = parts.method.num_rounds - 1
             trained, posterior, _ = train_sequential(
                 parts.method, part_config(cfg, "estimator"),
                 lambda proposal, round_, num: simulate_round(cfg, parts, recorder, proposal, round_, num),
-                observation.x, parts.prior, trainer_cfg, stage_seed(int(cfg.seed), "train"),
+                observation.x, parts.prior, trainer_config(cfg), stage_seed(int(cfg.seed), "train"),
                 int(cfg.simulation.num_simulations),
                 callbacks_for_round=lambda r: [recorder.epoch_callback(prefix="" if r == last else f"round_{r}/")],
                 on_round_end=lambda r, metrics: recorder.log_metrics(metrics, step=r),
-                embedding_net=embedding_net,
+                embedding_net=getattr(parts.summary, "embedding_net", None),
             )
         else:
-            data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
-            recorder.log_metrics(simulation_metrics(data))
-            recorder.set_tags({"sbilab.cache": cache_status(data)})
-            log.info("simulated %d (%d invalid) in %.1fs, cache: %s (%d/%d chunks reused)", data.num_requested,
-                     data.num_invalid, data.seconds, cache_status(data), data.chunks_from_cache, data.chunks_total)
-            trained = train_estimator(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_cfg,
-                                      stage_seed(int(cfg.seed), "train"), callbacks=[recorder.epoch_callback()],
-                                      embedding_net=embedding_net)
-            posterior = parts.method.build_posterior(trained.estimator, parts.prior)
+            trained, posterior, _ = train_amortised(cfg, parts, recorder)
         recorder.log_metrics({"val/loss_best": trained.best_val_loss, "train/epochs": trained.epochs,
                               "time/train_s": trained.seconds})
 
@@ -114,6 +102,33 @@ def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Option
             metrics.update(diag_metrics)
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
         return RunResult(recorder.run_id, recorder.experiment_id, gates, metrics)
+
+
+def record_config(cfg: DictConfig, recorder: tracking.RunRecorder) -> None:
+    """The run's params (machine paths left out) and its resolved ``config.yaml``."""
+    recorder.log_params(tracking.loggable_params(OmegaConf.to_container(cfg, resolve=True)))
+    recorder.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+
+def trainer_config(cfg: DictConfig) -> dict[str, Any]:
+    """The ``trainer`` group with Lightning's root folder (the run's output folder)."""
+    return {**part_config(cfg, "trainer"), "root_dir": str(Path(cfg.paths.output_dir))}
+
+
+def train_amortised(cfg: DictConfig, parts: Parts,
+                    recorder: tracking.RunRecorder) -> tuple[TrainingResult, Any, Dataset]:
+    """Simulate from the prior (cached), train the network on it and wrap it as a posterior;
+    return the trained network, the posterior and the training data."""
+    data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
+    recorder.log_metrics(simulation_metrics(data))
+    recorder.set_tags({"sbilab.cache": cache_status(data)})
+    log.info("simulated %d (%d invalid) in %.1fs, cache: %s (%d/%d chunks reused)", data.num_requested,
+             data.num_invalid, data.seconds, cache_status(data), data.chunks_from_cache, data.chunks_total)
+    embedding_net = getattr(parts.summary, "embedding_net", None)  # a learned summary's x-embedding factory
+    trained = train_estimator(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_config(cfg),
+                              stage_seed(int(cfg.seed), "train"), callbacks=[recorder.epoch_callback()],
+                              embedding_net=embedding_net, prior=parts.prior)
+    return trained, parts.method.build_posterior(trained.estimator, parts.prior), data
 
 
 def simulate(cfg: DictConfig, parts: Parts, *, purpose: str, num: int) -> Dataset:
@@ -177,15 +192,7 @@ def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation:
         metrics["posterior/true_theta_hpd_level"] = true_theta_hpd_level(posterior, samples, observation)
         recorder.log_metrics(metrics)
 
-    learned_summary = hasattr(parts.summary, "embedding_net")  # its weights are in the state dict: rebuild it on load
-    spec = posterior_spec(part_config(cfg, "method"), part_config(cfg, "estimator"), part_config(cfg, "prior"),
-                          len(parts.parameter_names), parts.x_dim,
-                          summary_cfg=part_config(cfg, "summary") if learned_summary else None)
-    recorder.log_text(yaml.safe_dump(spec, sort_keys=False), f"posterior/{SPEC_FILE}")
-    recorder.log_torch_state(trained.estimator.state_dict(), f"posterior/{STATE_FILE}")
-    if cfg.tracking.get("log_model", True):
-        tracking.log_posterior_model(recorder)  # pyfunc model (from code) over the posterior/ folder
-
+    log_posterior(cfg, parts, trained, recorder)
     best_epoch = int(np.nanargmin(trained.val_losses)) if trained.val_losses else -1
     recorder.log_figure(loss_curves(trained.train_losses, trained.val_losses, best_epoch), "plots/loss.png")
     limits = prior_limits(cfg)
@@ -194,6 +201,19 @@ def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation:
     if figure is not None:
         recorder.log_figure(figure, "plots/ppc.png")
     return metrics
+
+
+def log_posterior(cfg: DictConfig, parts: Parts, trained: TrainingResult, recorder: tracking.RunRecorder) -> None:
+    """The ``posterior/`` artifact (spec + trained weights) and, unless ``tracking.log_model=false``,
+    the pyfunc model over it."""
+    learned_summary = hasattr(parts.summary, "embedding_net")  # its weights are in the state dict: rebuild it on load
+    spec = posterior_spec(part_config(cfg, "method"), part_config(cfg, "estimator"), part_config(cfg, "prior"),
+                          len(parts.parameter_names), parts.x_dim,
+                          summary_cfg=part_config(cfg, "summary") if learned_summary else None)
+    recorder.log_text(yaml.safe_dump(spec, sort_keys=False), f"posterior/{SPEC_FILE}")
+    recorder.log_torch_state(trained.estimator.state_dict(), f"posterior/{STATE_FILE}")
+    if cfg.tracking.get("log_model", True):
+        tracking.log_posterior_model(recorder)  # pyfunc model (from code) over the posterior/ folder
 
 
 #: posteriors whose log_prob is normalised (NPE-style and vector-field posteriors)

@@ -77,10 +77,7 @@ def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]
         summary = instantiate(_trusted_part(spec["summary"]), _convert_="all")
         if hasattr(summary, "embedding_net"):
             embedding = summary.embedding_net()
-    if embedding is None:
-        estimator = method.build_estimator(spec["estimator"], theta, x)
-    else:
-        estimator = method.build_estimator(spec["estimator"], theta, x, embedding_net=embedding)
+    estimator = method.build_estimator(spec["estimator"], theta, x, embedding_net=embedding, prior=prior)
     estimator.load_state_dict(dict(state))
     return method.build_posterior(estimator, prior)
 

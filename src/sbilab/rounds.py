@@ -109,6 +109,7 @@ def train_sequential(
         result = train_estimator(
             round_method, estimator_cfg, torch.cat(thetas), torch.cat(xs), trainer_cfg, round_seed(seed, round_),
             callbacks=callbacks, embedding_net=embedding_net if estimator is None else None, estimator=estimator,
+            prior=prior,
         )
         estimator = result.estimator
         total_seconds += simulate_s + result.seconds

@@ -110,7 +110,7 @@ def init_store(uri: str, experiment: str, artifact_location: Optional[str]) -> s
 
 
 class EpochMetrics(Callback):
-    """Lightning callback: ``train/loss`` and ``val/loss`` per epoch (step = epoch) on the run."""
+    """Lightning callback: ``train/loss``, ``val/loss`` and ``train/lr`` per epoch (step = epoch) on the run."""
 
     def __init__(self, recorder: "RunRecorder", prefix: str = "") -> None:
         self.recorder = recorder
@@ -122,7 +122,8 @@ class EpochMetrics(Callback):
         if epoch < 0:
             return
         self.recorder.log_metrics(
-            {f"{self.prefix}train/loss": module.train_losses[-1], f"{self.prefix}val/loss": module.val_losses[-1]},
+            {f"{self.prefix}train/loss": module.train_losses[-1], f"{self.prefix}val/loss": module.val_losses[-1],
+             f"{self.prefix}train/lr": trainer.optimizers[0].param_groups[0]["lr"]},  # the rate this epoch ran at
             step=epoch,
         )
 
@@ -277,6 +278,14 @@ def download_artifacts(artifact_uri: str, tracking_uri: str | None = None) -> Pa
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, tracking_uri=tracking_uri))
+
+
+def load_run_array(uri: str, run_id: str, path: str) -> Optional[np.ndarray]:
+    """A ``.npy`` artifact of a run (e.g. ``posterior_samples.npy``); ``None`` when the run has none."""
+    if not any(item.path == path for item in MlflowClient(uri).list_artifacts(run_id, str(Path(path).parent)
+                                                                                if "/" in path else None)):
+        return None
+    return np.load(download_artifacts(f"runs:/{run_id}/{path}", uri))
 
 
 def create_parent_run(uri: str, experiment: str, artifact_location: Optional[str], *, sweep_id: str,

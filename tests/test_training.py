@@ -101,3 +101,14 @@ def test_lr_decay_lowers_the_learning_rate_on_a_plateau():
     assert all(later <= earlier for earlier, later in zip(seen, seen[1:]))
     assert min(seen) == 0.0125  # halved after each non-improving epoch, never below min_lr
     assert len(result.val_losses) == 30
+
+
+def test_training_ends_patience_epochs_after_the_rate_reaches_its_floor():
+    """At the floor rate the validation loss may improve by crumbs for ever: stop after the patience anyway."""
+    prior, theta, x = _toy(300)
+    config = {**TRAINER, "max_epochs": 60, "stop_after_epochs": 10,
+              "lr_decay": {"factor": 0.5, "patience": 5, "min_lr": 5e-4}}  # the rate starts at its floor
+    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x, config,
+                             seed=0)
+    assert result.epochs == 10
+    assert all(b < a for a, b in zip(result.val_losses, result.val_losses[1:]))  # still improving every epoch

@@ -282,8 +282,8 @@ def download_artifacts(artifact_uri: str, tracking_uri: str | None = None) -> Pa
 
 def load_run_array(uri: str, run_id: str, path: str) -> Optional[np.ndarray]:
     """A ``.npy`` artifact of a run (e.g. ``posterior_samples.npy``); ``None`` when the run has none."""
-    if not any(item.path == path for item in MlflowClient(uri).list_artifacts(run_id, str(Path(path).parent)
-                                                                                if "/" in path else None)):
+    folder = str(Path(path).parent) if "/" in path else None
+    if not any(item.path == path for item in MlflowClient(uri).list_artifacts(run_id, folder)):
         return None
     return np.load(download_artifacts(f"runs:/{run_id}/{path}", uri))
 

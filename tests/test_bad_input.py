@@ -34,6 +34,7 @@ CASES = [
     (["trainer.learning_rate=abc"], "trainer.learning_rate"),
     (["trainer.lr_decay={factor:2,patience:5,min_lr:0}"], "trainer.lr_decay"),
     (["trainer.weight_averaging={decay:1.5}"], "trainer.weight_averaging"),
+    (["method=nle"], "estimator.z_score_theta"),  # the default estimator learns θ unconstrained: NPE only
     (["diagnostics.num_test=-1"], "diagnostics.num_test"),
     (["diagnostics.num_ppc=20000"], "diagnostics.num_ppc"),
     (["prior.low=[90,1e-4]"], "prior.low"),

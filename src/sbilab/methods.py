@@ -217,15 +217,21 @@ class Method(ABC):
                 f"allowed estimator.model: {', '.join(self.models)} "
                 f"(family {self.family}, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
             )
+        if not self.accepts_z_scoring(estimator_cfg):
+            raise ConfigError(
+                f"estimator.z_score_theta={UNCONSTRAINED} (a flow on the prior's unbounded space) needs "
+                f"method=npe or snpe and a zuko_* model; got method={self.name!r}, estimator.model={model!r} "
+                f"(other methods: a z-scored estimator, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
+            )
 
-        if UNCONSTRAINED in (estimator_cfg.get("z_score_theta"), estimator_cfg.get("z_score_x")):
-            if not self.models_theta_density or estimator_cfg.get("z_score_x") == UNCONSTRAINED \
-                    or not str(model).startswith("zuko_"):
-                raise ConfigError(
-                    f"estimator.z_score_theta={UNCONSTRAINED} (a flow on the prior's unbounded space) needs "
-                    f"method=npe or snpe and a zuko_* model; got method={self.name!r}, estimator.model={model!r} "
-                    f"(other methods: a z-scored estimator, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
-                )
+    @classmethod
+    def accepts_z_scoring(cls, estimator_cfg: Mapping[str, Any]) -> bool:
+        """Whether this method can train the estimator's z-scoring choice: θ on the prior's unbounded
+        space needs a zuko flow that models θ (sbi supports it for no other builder or side)."""
+        if UNCONSTRAINED not in (estimator_cfg.get("z_score_theta"), estimator_cfg.get("z_score_x")):
+            return True
+        return (cls.models_theta_density and estimator_cfg.get("z_score_x") != UNCONSTRAINED
+                and str(estimator_cfg.get("model")).startswith("zuko_"))
 
     def check_summary(self, summary: Any) -> None:
         """Fail fast when the summary brings a learned embedding this method cannot use."""
@@ -619,9 +625,8 @@ def methods_for_estimator(estimator_cfg: Mapping[str, Any]) -> list[str]:
     """Names of the methods that can train this estimator config."""
     fits = []
     for name, cls in METHODS.items():
-        unconstrained = UNCONSTRAINED in (estimator_cfg.get("z_score_theta"), estimator_cfg.get("z_score_x"))
         if estimator_cfg.get("model") in cls.models and estimator_family(estimator_cfg) in (None, cls.family) \
-                and (cls.models_theta_density or not unconstrained):
+                and cls.accepts_z_scoring(estimator_cfg):
             fits.append(name)
     return fits
 

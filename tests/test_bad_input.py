@@ -34,6 +34,8 @@ CASES = [
     (["trainer.learning_rate=abc"], "trainer.learning_rate"),
     (["trainer.lr_decay={factor:2,patience:5,min_lr:0}"], "trainer.lr_decay"),
     (["trainer.weight_averaging={decay:1.5}"], "trainer.weight_averaging"),
+    (["trainer.ensemble_size=0"], "trainer.ensemble_size"),
+    (["method=snpe", "trainer.ensemble_size=3"], "trainer.ensemble_size"),  # sequential: one network per round
     (["method=nle"], "estimator.z_score_theta"),  # the default estimator learns θ unconstrained: NPE only
     (["diagnostics.num_test=-1"], "diagnostics.num_test"),
     (["diagnostics.num_ppc=20000"], "diagnostics.num_ppc"),
@@ -41,6 +43,7 @@ CASES = [
     (["prior.low=[0.5,1e-4,1]"], "prior.low"),
     (["prior.low=[0.5,1e-4,1]", "prior.high=[80,15,2]", "prior.names=[a,b,c]"], "simulator"),
     (["prior.names=[a]"], "prior.names"),
+    (["experiment=two_moons", "summary=hh_features"], "summary=hh_features"),  # reads simulator.duration
     (["observation.theta=[1,2,3]"], "observation.theta"),
     ([*X_ONLY, "observation.x=[1,2]"], "observation.x"),
     ([*X_ONLY, "observation.x=null"], "observation"),

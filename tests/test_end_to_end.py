@@ -100,3 +100,28 @@ def test_params_hide_home_paths_and_store_uris(monkeypatch, tmp_path):
     params = loggable_params({"observation": {"file": f"{tmp_path}/data/trace.csv"}, "seed": 3,
                               "tracking": {"uri": "http://user:secret@host:5000"}, "paths": {"root": str(tmp_path)}})
     assert params == {"observation.file": "~/data/trace.csv", "seed": "3"}
+
+
+def test_an_ensemble_run_records_every_member_and_reloads_as_their_mixture(tmp_path):
+    uri, artifacts = f"sqlite:///{tmp_path}/mlflow.db", f"file://{tmp_path}/artifacts"
+    result = run_train([*TINY, "trainer.ensemble_size=2", f"tracking.uri={uri}",
+                        f"tracking.artifact_location={artifacts}", f"paths.cache_dir={tmp_path}/cache"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("hodgkin_huxley").experiment_id])
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert metrics["ensemble/size"] == 2 and "sbc/ks_pvalue/gbar_Na" in metrics and "coverage/error" in metrics
+    for prefix in ("", "member_1/"):  # each member's own curves, one point per epoch
+        epochs = int(metrics[f"{prefix}train/epochs"])
+        assert len(client.get_metric_history(run.info.run_id, f"{prefix}val/loss")) == epochs
+    code = (
+        "import sbilab, torch\n"
+        f"post = sbilab.load_posterior('runs:/{run.info.run_id}/posterior', tracking_uri='{uri}')\n"
+        "assert type(post).__name__ == 'PosteriorEnsemble' and len(post.posteriors) == 2\n"
+        "x = torch.zeros(7)\n"
+        "s = post.sample((200,), x=x, show_progress_bars=False)\n"
+        "assert s.shape == (200, 2) and torch.isfinite(s).all()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

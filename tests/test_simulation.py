@@ -88,6 +88,29 @@ def test_simulator_version_is_part_of_the_key(tmp_path):
     assert _run(tmp_path, cache_dir=cache, key_parts=KEY, simulator=bumped).chunks_from_cache == 0
 
 
+def test_editing_the_summary_code_misses_the_cache(tmp_path, monkeypatch):
+    import importlib
+
+    package = tmp_path / "mystats"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("SCALE = 1.0\n")
+    (package / "stat.py").write_text(
+        "from mystats.helpers import SCALE\n\nclass Scaled:\n    def __call__(self, x):\n        return SCALE * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    summary = importlib.import_module("mystats.stat").Scaled()
+    cache = tmp_path / "cache"
+
+    def run():
+        return simulate_dataset(NoisyToy(), PRIOR, summary, 128, 5, chunk_size=64, backend="serial",
+                                cache_dir=cache, key_parts=KEY, progress=False)
+
+    run()
+    assert run().from_cache
+    (package / "helpers.py").write_text("SCALE = 2.0\n")  # a helper beside the summary's module
+    assert run().chunks_from_cache == 0
+
+
 def test_a_crashed_run_resumes_from_finished_chunks(tmp_path):
     cache = tmp_path / "cache"
     full = _run(tmp_path, cache_dir=cache, key_parts=KEY)

@@ -28,8 +28,6 @@ from omegaconf import DictConfig, OmegaConf
 from sbilab.errors import ConfigError
 from sbilab.simulators.sbibm_reference import TASKS
 
-#: methods trained at one x_o (sequential rounds): not amortised, so not benchmarked here
-SEQUENTIAL_METHODS = ("snpe",)
 #: estimator for a method whose family differs from the presets' density estimator
 FAMILY_ESTIMATOR = {"classifier": "classifier_resnet", "vector_field": "vf_mlp"}
 #: MLflow experiment of the parent and child runs (``tracking.experiment=...`` overrides it)
@@ -106,9 +104,17 @@ class BenchmarkResult:
 # input
 
 
+def method_class(conf_dir: Path, method: str) -> type:
+    """The ``Method`` class a ``method`` option builds (read from its ``_target_``, nothing instantiated)."""
+    from hydra.utils import get_class
+
+    return get_class(str(OmegaConf.load(Path(conf_dir) / "method" / f"{method}.yaml")._target_))
+
+
 def allowed_methods(conf_dir: Path) -> list[str]:
-    """The ``method`` options that train an amortised network (all but the sequential ones)."""
-    return sorted(p.stem for p in (Path(conf_dir) / "method").glob("*.yaml") if p.stem not in SEQUENTIAL_METHODS)
+    """The ``method`` options that train an amortised network (sequential ones train at one x_o)."""
+    options = (p.stem for p in (Path(conf_dir) / "method").glob("*.yaml"))
+    return sorted(option for option in options if method_class(conf_dir, option).amortised)
 
 
 def check_selection(tasks: Sequence[str], methods: Sequence[str], conf_dir: Path) -> None:
@@ -128,10 +134,7 @@ def check_selection(tasks: Sequence[str], methods: Sequence[str], conf_dir: Path
 
 def method_estimator(conf_dir: Path, method: str) -> Optional[str]:
     """The estimator override a method needs when the presets' density estimator cannot be its network."""
-    from hydra.utils import get_class
-
-    family = get_class(str(OmegaConf.load(Path(conf_dir) / "method" / f"{method}.yaml")._target_)).family
-    return FAMILY_ESTIMATOR.get(family)
+    return FAMILY_ESTIMATOR.get(method_class(conf_dir, method).family)
 
 
 def compose_job(conf_dir: Path, task: str, method: str, overrides: Sequence[str], output_dir: Path) -> Job:
@@ -242,8 +245,7 @@ def run_job(job: Job, parent_run_id: str, benchmark_id: str) -> JobResult:
             trained, posterior, data = train_amortised(cfg, job.parts, recorder)  # logs time/simulate_s
             result.times["time/simulate_s"] = data.seconds
             result.times["time/train_s"] = trained.seconds
-            recorder.log_metrics({"val/loss_best": trained.best_val_loss, "train/epochs": trained.epochs,
-                                  "time/train_s": trained.seconds})
+            recorder.log_metrics(trained.metrics())
             log_posterior(cfg, job.parts, trained, recorder)
             result.times["time/sample_s"] = result.times["time/c2st_s"] = 0.0
             for k in observation_numbers(cfg):

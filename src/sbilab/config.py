@@ -76,6 +76,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                          "null or {factor: 0 < f < 1, patience: integer >= 0, min_lr: number >= 0}"),
     "trainer.weight_averaging": (lambda v: v is None or _weight_averaging(v),
                                  "null or {decay: 0 < d < 1, start_epoch: integer >= 0 (optional)}"),
+    "trainer.ensemble_size": (_positive_int, "an integer >= 1"),
     "diagnostics.num_test": (_positive_int, "an integer >= 1"),
     "diagnostics.num_posterior_samples": (_positive_int, "an integer >= 1"),
     "diagnostics.num_ppc": (_positive_int, "an integer >= 1"),

@@ -192,6 +192,8 @@ class Method(ABC):
     supports_embedding: bool = True
     #: whether the network is a density over θ (then θ can be mapped to the prior's unbounded space)
     models_theta_density: bool = False
+    #: whether one network is trained on prior simulations (sequential methods train at one x_o, per round)
+    amortised: bool = True
 
     def __init__(self, sample_with: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None) -> None:
         sample_with = sample_with or self.sample_with_choices[0]
@@ -392,6 +394,7 @@ class SNPE(NPE):
     """
 
     name = "snpe"
+    amortised = False
 
     def __init__(self, num_rounds: int = 2, num_atoms: int = 10, sample_with: Optional[str] = None,
                  sampling: Optional[Mapping[str, Any]] = None) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from sbilab.methods import Method
 from sbilab.observation import Observation, make_observation
@@ -37,8 +38,17 @@ class Parts:
 
 
 def part_config(cfg: DictConfig, group: str) -> dict[str, Any]:
-    """A group's config as a plain dict (interpolations resolved)."""
-    return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
+    """A group's config as a plain dict (interpolations resolved).
+
+    A part that interpolates a key the other chosen parts lack (``summary=hh_features``
+    reads ``simulator.duration``) is bad input: one line naming the part and the key.
+    """
+    try:
+        return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
+    except InterpolationResolutionError as error:
+        option = OmegaConf.select(cfg, f"{group}.name", default="?", throw_on_resolution_failure=False)
+        raise ConfigError(f"{group}={option}: {str(error).strip().splitlines()[0]} (at {error.full_key}); "
+                          f"this {group} does not fit the other parts chosen") from None
 
 
 def instantiate_part(cfg: Mapping[str, Any]) -> Any:
@@ -63,6 +73,10 @@ def build_parts(cfg: DictConfig) -> Parts:
         )
     method.check_estimator(part_config(cfg, "estimator"))
     method.check_summary(summary)  # a learned summary (embedding_net) needs a method that conditions on x
+    if int(cfg.trainer.ensemble_size) > 1 and not method.amortised:
+        raise ConfigError(f"trainer.ensemble_size={cfg.trainer.ensemble_size} is not available for "
+                          f"method={method.name!r}, which trains one network round by round; allowed: 1 "
+                          "(ensembles: an amortised method, e.g. method=npe)")
     pilot_theta = sample_prior(prior, 1, stage_seed(int(cfg.seed), "pilot"))
     x_dim = int(simulator.simulate_summaries(pilot_theta, derive_seeds(0, 0, 1), summary).reshape(1, -1).shape[1])
     obs = cfg.observation

@@ -25,13 +25,14 @@ from sbilab.observation import Observation
 from sbilab.parts import PART_GROUPS, Parts, build_parts, part_config
 from sbilab.plots.posterior import pairplot, predictive_traces
 from sbilab.plots.training import loss_curves
-from sbilab.posterior_io import SPEC_FILE, STATE_FILE, posterior_spec
+from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
 from sbilab.rng import seeded
 from sbilab.simulation import Dataset, sample_prior, simulate_dataset, stage_seed
 from sbilab.simulators.base import derive_seeds
 from sbilab.methods import SNPE
 from sbilab.rounds import train_sequential
-from sbilab.training import TrainingResult, train_estimator
+from sbilab.training import EnsembleTraining, member_prefix, train_ensemble
+from sbilab.ensemble import ensemble_members, ensemble_posterior
 from sbilab import tracking
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Option
 
         if isinstance(parts.method, SNPE):
             last = parts.method.num_rounds - 1
-            trained, posterior, _ = train_sequential(
+            sequential, posterior, _ = train_sequential(
                 parts.method, part_config(cfg, "estimator"),
                 lambda proposal, round_, num: simulate_round(cfg, parts, recorder, proposal, round_, num),
                 observation.x, parts.prior, trainer_config(cfg), stage_seed(int(cfg.seed), "train"),
@@ -86,15 +87,15 @@ def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Option
                 on_round_end=lambda r, metrics: recorder.log_metrics(metrics, step=r),
                 embedding_net=getattr(parts.summary, "embedding_net", None),
             )
+            trained = EnsembleTraining([sequential])
         else:
             trained, posterior, _ = train_amortised(cfg, parts, recorder)
-        recorder.log_metrics({"val/loss_best": trained.best_val_loss, "train/epochs": trained.epochs,
-                              "time/train_s": trained.seconds})
+        recorder.log_metrics(trained.metrics())
 
         with seeded(stage_seed(int(cfg.seed), "observation-samples")):
             samples = posterior.sample((int(cfg.diagnostics.num_observation_samples),), x=observation.x,
                                        show_progress_bars=False)
-        metrics = {"val/loss_best": trained.best_val_loss, "time/train_s": trained.seconds,
+        metrics = {**trained.metrics(),
                    **record_posterior(cfg, parts, posterior, observation, samples, trained, recorder)}
         gates = None
         if cfg.diagnostics.enabled:
@@ -116,19 +117,21 @@ def trainer_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train_amortised(cfg: DictConfig, parts: Parts,
-                    recorder: tracking.RunRecorder) -> tuple[TrainingResult, Any, Dataset]:
-    """Simulate from the prior (cached), train the network on it and wrap it as a posterior;
-    return the trained network, the posterior and the training data."""
+                    recorder: tracking.RunRecorder) -> tuple[EnsembleTraining, Any, Dataset]:
+    """Simulate from the prior (cached), train the network (or ``trainer.ensemble_size`` networks) on it
+    and wrap it as a posterior; return the trained networks, the posterior and the training data."""
     data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
     recorder.log_metrics(simulation_metrics(data))
     recorder.set_tags({"sbilab.cache": cache_status(data)})
     log.info("simulated %d (%d invalid) in %.1fs, cache: %s (%d/%d chunks reused)", data.num_requested,
              data.num_invalid, data.seconds, cache_status(data), data.chunks_from_cache, data.chunks_total)
     embedding_net = getattr(parts.summary, "embedding_net", None)  # a learned summary's x-embedding factory
-    trained = train_estimator(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_config(cfg),
-                              stage_seed(int(cfg.seed), "train"), callbacks=[recorder.epoch_callback()],
-                              embedding_net=embedding_net, prior=parts.prior)
-    return trained, parts.method.build_posterior(trained.estimator, parts.prior), data
+    trained = train_ensemble(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_config(cfg),
+                             stage_seed(int(cfg.seed), "train"),
+                             lambda k: [recorder.epoch_callback(prefix=member_prefix(k))],
+                             embedding_net=embedding_net, prior=parts.prior)
+    posterior = ensemble_posterior([parts.method.build_posterior(e, parts.prior) for e in trained.estimators])
+    return trained, posterior, data
 
 
 def simulate(cfg: DictConfig, parts: Parts, *, purpose: str, num: int) -> Dataset:
@@ -181,20 +184,22 @@ def cache_status(data: Dataset) -> str:
 
 
 def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation, samples: Tensor,
-                     trained: TrainingResult, recorder: tracking.RunRecorder) -> dict[str, float]:
+                     trained: EnsembleTraining, recorder: tracking.RunRecorder) -> dict[str, float]:
     """Posterior samples at x_o, the posterior artifact, and the figures about them."""
     recorder.log_array(samples.numpy(), "posterior_samples.npy")
     metrics: dict[str, float] = {}
     if observation.theta is not None:
-        if isinstance(posterior, NORMALISED_POSTERIORS):  # MCMC/VI/importance posteriors know it up to a constant
+        if is_normalised(posterior):  # MCMC/VI/importance posteriors know it up to a constant
             metrics["posterior/logprob_true_theta"] = float(
                 posterior.log_prob(observation.theta[None], x=observation.x)[0])
         metrics["posterior/true_theta_hpd_level"] = true_theta_hpd_level(posterior, samples, observation)
         recorder.log_metrics(metrics)
 
     log_posterior(cfg, parts, trained, recorder)
-    best_epoch = int(np.nanargmin(trained.val_losses)) if trained.val_losses else -1
-    recorder.log_figure(loss_curves(trained.train_losses, trained.val_losses, best_epoch), "plots/loss.png")
+    first = trained.first
+    best_epoch = int(np.nanargmin(first.val_losses)) if first.val_losses else -1
+    others = [member.val_losses for member in trained.members[1:]]
+    recorder.log_figure(loss_curves(first.train_losses, first.val_losses, best_epoch, others), "plots/loss.png")
     limits = prior_limits(cfg)
     recorder.log_figure(pairplot(samples, parts.parameter_names, limits, observation.theta), "plots/pairplot.png")
     figure = ppc_traces(cfg, parts, samples, observation)
@@ -203,21 +208,28 @@ def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation:
     return metrics
 
 
-def log_posterior(cfg: DictConfig, parts: Parts, trained: TrainingResult, recorder: tracking.RunRecorder) -> None:
-    """The ``posterior/`` artifact (spec + trained weights) and, unless ``tracking.log_model=false``,
-    the pyfunc model over it."""
+def log_posterior(cfg: DictConfig, parts: Parts, trained: EnsembleTraining, recorder: tracking.RunRecorder) -> None:
+    """The ``posterior/`` artifact (spec + trained weights of every member) and, unless
+    ``tracking.log_model=false``, the pyfunc model over it."""
     learned_summary = hasattr(parts.summary, "embedding_net")  # its weights are in the state dict: rebuild it on load
     spec = posterior_spec(part_config(cfg, "method"), part_config(cfg, "estimator"), part_config(cfg, "prior"),
                           len(parts.parameter_names), parts.x_dim,
-                          summary_cfg=part_config(cfg, "summary") if learned_summary else None)
+                          summary_cfg=part_config(cfg, "summary") if learned_summary else None,
+                          ensemble_size=len(trained.members))
     recorder.log_text(yaml.safe_dump(spec, sort_keys=False), f"posterior/{SPEC_FILE}")
-    recorder.log_torch_state(trained.estimator.state_dict(), f"posterior/{STATE_FILE}")
+    recorder.log_torch_state(estimators_state(trained.estimators), f"posterior/{STATE_FILE}")
     if cfg.tracking.get("log_model", True):
         tracking.log_posterior_model(recorder)  # pyfunc model (from code) over the posterior/ folder
 
 
 #: posteriors whose log_prob is normalised (NPE-style and vector-field posteriors)
 NORMALISED_POSTERIORS = (DirectPosterior, VectorFieldPosterior)
+
+
+def is_normalised(posterior: Any) -> bool:
+    """Whether ``posterior.log_prob`` is normalised (an ensemble's is when all its members' are)."""
+    members = ensemble_members(posterior)
+    return all(isinstance(p, NORMALISED_POSTERIORS) for p in (members or [posterior]))
 
 
 def true_theta_hpd_level(posterior: Any, samples: Tensor, observation: Observation) -> float:

@@ -1,5 +1,8 @@
 """The posterior as a portable artifact: network state dict + the configs that rebuild it.
 
+An ensemble (``trainer.ensemble_size`` > 1) is saved as one state dict over all its
+networks (``nn.ModuleList`` keys ``<k>.<key>``) and rebuilt as a mixture posterior.
+
 Nothing is unpickled on load: the state dict is read with ``weights_only=True``
 and the network and prior are rebuilt from their configs, so a store cannot make
 the loader run arbitrary code. A summary with a learned embedding of x (its
@@ -10,13 +13,15 @@ rule: only ``sbilab.*`` targets are instantiated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import yaml
 from hydra.utils import instantiate
 from sbi.inference.posteriors.base_posterior import NeuralPosterior
+from torch import nn
 
+from sbilab.ensemble import ensemble_posterior
 from sbilab.methods import placeholder_batch
 
 SPEC_FILE = "spec.yaml"
@@ -24,11 +29,13 @@ STATE_FILE = "estimator.pt"
 
 
 def posterior_spec(method_cfg: Mapping[str, Any], estimator_cfg: Mapping[str, Any], prior_cfg: Mapping[str, Any],
-                   theta_dim: int, x_dim: int, summary_cfg: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+                   theta_dim: int, x_dim: int, summary_cfg: Optional[Mapping[str, Any]] = None,
+                   ensemble_size: int = 1) -> dict[str, Any]:
     """Everything needed to rebuild the posterior around a saved state dict.
 
     ``summary_cfg``: the summary's config; needed when the summary brings a learned
     embedding of x (``embedding_net()``), whose weights are part of the state dict.
+    ``ensemble_size``: the number of networks whose states :func:`estimators_state` saved.
     """
     spec = {
         "format": 1,
@@ -40,7 +47,16 @@ def posterior_spec(method_cfg: Mapping[str, Any], estimator_cfg: Mapping[str, An
     }
     if summary_cfg is not None:
         spec["summary"] = dict(summary_cfg)
+    if ensemble_size != 1:
+        spec["ensemble_size"] = int(ensemble_size)
     return spec
+
+
+def estimators_state(estimators: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """One state dict for the run's networks: a single network's own, an ensemble's as ``<k>.<key>``."""
+    if len(estimators) == 1:
+        return estimators[0].state_dict()
+    return nn.ModuleList(estimators).state_dict()
 
 
 def _trusted_part(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,14 +88,18 @@ def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]
     method = instantiate(_trusted_part(spec["method"]), _convert_="all")
     prior = instantiate(_trusted_part(spec["prior"]))
     theta, x = placeholder_batch(spec["theta_dim"], spec["x_dim"])
-    embedding = None
+    make_embedding = None  # a fresh x-embedding per network
     if spec.get("summary") is not None:
         summary = instantiate(_trusted_part(spec["summary"]), _convert_="all")
-        if hasattr(summary, "embedding_net"):
-            embedding = summary.embedding_net()
-    estimator = method.build_estimator(spec["estimator"], theta, x, embedding_net=embedding, prior=prior)
-    estimator.load_state_dict(dict(state))
-    return method.build_posterior(estimator, prior)
+        make_embedding = getattr(summary, "embedding_net", None)
+    size = spec.get("ensemble_size", 1)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"posterior spec names ensemble_size={size!r}; expected an integer >= 1")
+    estimators = [method.build_estimator(spec["estimator"], theta, x, prior=prior,
+                                         embedding_net=make_embedding() if make_embedding else None)
+                  for _ in range(size)]
+    (estimators[0] if size == 1 else nn.ModuleList(estimators)).load_state_dict(dict(state))
+    return ensemble_posterior([method.build_posterior(estimator, prior) for estimator in estimators])
 
 
 def load_posterior_dir(directory: str | Path) -> NeuralPosterior:

@@ -83,6 +83,24 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def source_digest(obj: Any) -> str:
+    """Hash of the Python files beside the module that defines ``type(obj)`` (its package's code).
+
+    Part of the cache key for summaries: editing a statistic's definition must not
+    serve x computed by the old one. Simulators carry an explicit ``version``
+    instead (their compiled kernel is not in these files).
+    """
+    module = sys.modules.get(type(obj).__module__)
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return "unknown"
+    digest = hashlib.sha256()
+    for source in sorted(Path(path).parent.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 # ---------------------------------------------------------------------------
 # Parallel backends: one small interface, so Ray/Dask can be added without touching simulators.
 
@@ -208,7 +226,8 @@ def simulate_dataset(
     bounds = [(s, min(s + chunk_size, num_simulations)) for s in range(0, num_simulations, chunk_size)]
 
     key = cache_key({**(key_parts or {}), "num_simulations": num_simulations, "seed": seed, "purpose": purpose,
-                     "simulator_class": type(simulator).__qualname__, "simulator_version": simulator.version})
+                     "simulator_class": type(simulator).__qualname__, "simulator_version": simulator.version,
+                     "summary_code": source_digest(summary)})
     use_cache = cache_dir is not None and key_parts is not None
     store = _ChunkStore(Path(cache_dir) / key if use_cache else None)
     lock = FileLock(str(Path(cache_dir) / f"{key}.lock")) if use_cache else None

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbilab.ensemble import ensemble_members, mixture_log_prob
+
 #: samples (S * chunk) drawn or evaluated per call; small chunks are faster on CPU
 #: for nflows MAFs (cache friendly) and keep memory bounded.
 DEFAULT_SAMPLES_PER_CHUNK = 50_000
@@ -159,9 +161,16 @@ def sample_posterior_batched(
     """Draw ``num_samples`` posterior samples for every row of ``x``: ``[S, N, D]``.
 
     Chunks over test points (``chunk_size`` rows per ``sample_batched`` call). Does
-    not seed: the caller controls the RNG (see :func:`run_diagnostics`).
+    not seed: the caller controls the RNG (see :func:`run_diagnostics`). An ensemble
+    is sampled member by member, so each member gets the prior truncation below.
     """
     x = as_float_tensor(x)
+    members = ensemble_members(posterior)
+    if members is not None:
+        counts = torch.multinomial(posterior.weights, num_samples, replacement=True).bincount(minlength=len(members))
+        samples = torch.cat([sample_posterior_batched(member, x, int(count), chunk_size=chunk_size)
+                             for member, count in zip(members, counts) if count > 0])
+        return samples[torch.randperm(num_samples)]
     n = x.shape[0]
     chunk = chunk_size or default_chunk_size(num_samples)
     batched = getattr(posterior, "sample_batched", None)
@@ -223,10 +232,16 @@ def posterior_log_prob_batched(
 
     Uses ``log_prob_batched(..., norm_posterior=False)``: the leakage correction of a
     ``DirectPosterior`` is a per-x constant, so it cancels in every rank computed
-    from these values and would cost 10k rejection samples per x.
+    from these values and would cost 10k rejection samples per x. An ensemble mixes
+    its members' unnormalised values: members that leak different mass out of the
+    prior are then weighted slightly off (none leak on unbounded priors).
     """
     theta = as_float_tensor(theta)
     x = as_float_tensor(x)
+    members = ensemble_members(posterior)
+    if members is not None:  # each member its own (batched where it can be) way
+        return mixture_log_prob([posterior_log_prob_batched(member, theta, x, chunk_size=chunk_size)
+                                 for member in members], posterior.weights)
     num_s, n = theta.shape[:2]
     chunk = chunk_size or default_chunk_size(num_s)
     if not hasattr(posterior, "log_prob_batched"):

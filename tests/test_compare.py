@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from sbilab.compare import (
     compare_sweep,
     heatmap_axes,
     heatmap_grid,
+    loss_comparable,
     metric_columns,
     parse_overrides,
     swept_factors,
@@ -75,6 +77,16 @@ def test_metric_columns_follow_the_key_order_and_skip_the_rest():
     columns = metric_columns(grid_children())
     assert columns == ["val/loss_best", "sbc/ks_pvalue/a", "sbc/ks_pvalue/b", "tarp/atc", "time/simulate_s",
                        "time/train_s", "time/total_s", "train/epochs"]
+
+
+def test_no_best_run_when_the_swept_factors_change_the_loss():
+    runs = grid_children()
+    for run, method in zip(runs, ("npe", "nle", "npe", "nle")):
+        run["tags"]["sbilab.overrides"] += f" method={method}"
+    comparison = build_comparison("parent", runs)
+    assert "method" in comparison.factors and comparison.best is None  # -log q(θ|x) vs -log q(x|θ)
+    assert loss_comparable([BUDGET_KEY, "estimator", "seed", "trainer.batch_size"])
+    assert not any(loss_comparable([factor]) for factor in ("summary", "prior.low", "experiment", "simulator"))
 
 
 def test_table_rows_are_sorted_and_formatted():
@@ -138,6 +150,27 @@ def sweep_store(store):
             raise RuntimeError("boom")
     assert "FAILED" in tracking.finish_parent_run(uri, parent)
     return uri, parent
+
+
+def test_a_sweep_whose_jobs_were_killed_is_killed_not_failed(store):
+    uri = store["uri"]
+    client = MlflowClient(uri)
+    statuses = {}
+    for children in (["FINISHED", "KILLED"], ["KILLED", "FAILED"], ["FINISHED", "FINISHED"]):
+        parent = tracking.create_parent_run(uri, "killed-test", store["artifacts"], sweep_id="s", tags={})
+        for status in children:
+            with pytest.raises(KeyboardInterrupt) if status == "KILLED" else \
+                    pytest.raises(RuntimeError) if status == "FAILED" else nullcontext():
+                with tracking.start_run(uri, "killed-test", store["artifacts"], run_name=status, tags={},
+                                        parent_run_id=parent):
+                    if status == "KILLED":
+                        raise KeyboardInterrupt
+                    if status == "FAILED":
+                        raise RuntimeError("boom")
+        tracking.finish_parent_run(uri, parent, jobs_failed=children != ["FINISHED", "FINISHED"])
+        statuses[tuple(children)] = client.get_run(parent).info.status
+    assert statuses == {("FINISHED", "KILLED"): "KILLED", ("KILLED", "FAILED"): "FAILED",
+                        ("FINISHED", "FINISHED"): "FINISHED"}
 
 
 def _artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:

@@ -302,15 +302,27 @@ def best_run(rows: Sequence[Mapping[str, Any]], metric: str, direction: str = "m
     return dict(chosen)
 
 
+#: config groups that change what the validation loss measures: the loss itself (method) or the
+#: distribution of (θ, x) it averages over (simulator, prior, summary; experiment presets set them all)
+LOSS_DEFINING_GROUPS = ("method", "simulator", "prior", "summary", "experiment")
+
+
+def loss_comparable(factors: Sequence[str]) -> bool:
+    """Whether the runs' best validation losses rank them: no swept factor changes the loss's meaning."""
+    return not any(factor.lstrip("+~").split(".")[0] in LOSS_DEFINING_GROUPS for factor in factors)
+
+
 def build_comparison(parent_run_id: str, children: Sequence[Mapping[str, Any]],
                      metric: Optional[str] = None) -> Comparison:
-    """The table of a parent's children (no I/O)."""
+    """The table of a parent's children (no I/O); ``best`` by validation loss where the losses compare."""
     factors = swept_factors(children)
     metrics = metric_columns(children)
     columns, rows = comparison_rows(children, factors, metrics)
     chosen = metric or default_metric(children)
-    return Comparison(parent_run_id, factors, metrics, columns, rows, chosen,
-                      best_run(rows, "val/loss_best" if "val/loss_best" in metrics else chosen))
+    best = None
+    if loss_comparable(factors):
+        best = best_run(rows, "val/loss_best" if "val/loss_best" in metrics else chosen)
+    return Comparison(parent_run_id, factors, metrics, columns, rows, chosen, best)
 
 
 def heatmap_axes(factors: Sequence[str]) -> tuple[str, str]:
@@ -419,6 +431,8 @@ def compare_sweep(uri: str, parent_run_id: str, metric: Optional[str] = None, fi
         "metrics": comparison.metrics,
         "heatmap_metric": comparison.heatmap_metric if "comparison/heatmap.png" in comparison.artifacts else None,
         "best_by_val_loss": comparison.best,
+        "best_skipped_because": None if loss_comparable(comparison.factors) else
+        f"the swept factors change what the validation loss measures ({', '.join(comparison.factors)})",
     }
     recorder.log_dict(json.loads(json.dumps(summary, default=str)), "comparison/summary.json")
     comparison.artifacts.append("comparison/summary.json")

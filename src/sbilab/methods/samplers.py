@@ -1,0 +1,73 @@
+"""Posterior samplers: sbi's parameter dataclass per ``method.sample_with``, and a VI posterior
+that fits itself to each new x."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from sbi.inference.posteriors import VIPosterior
+from sbi.inference.posteriors.posterior_parameters import (
+    DirectPosteriorParameters,
+    ImportanceSamplingPosteriorParameters,
+    MCMCPosteriorParameters,
+    RejectionPosteriorParameters,
+    VectorFieldPosteriorParameters,
+    VIPosteriorParameters,
+)
+from torch import Tensor
+
+#: ``method.sample_with`` → sbi's parameters dataclass for that posterior
+POSTERIOR_PARAMETERS = {
+    "direct": DirectPosteriorParameters,
+    "mcmc": MCMCPosteriorParameters,
+    "rejection": RejectionPosteriorParameters,
+    "vi": VIPosteriorParameters,
+    "importance": ImportanceSamplingPosteriorParameters,
+    "ode": VectorFieldPosteriorParameters,
+    "sde": VectorFieldPosteriorParameters,
+}
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (specs rebuilt without ``_convert_``) as plain dicts/lists."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra
+        pass
+    return value
+
+
+class FittedVIPosterior(VIPosterior):
+    """sbi's single-x ``VIPosterior`` that fits q to each new x before sampling or log_prob.
+
+    ``train_kwargs`` go to ``VIPosterior.train`` (e.g. ``max_num_iters``, ``n_particles``).
+    A diagnostic over many test x therefore fits one q per x (slow, but correct).
+    """
+
+    def __init__(self, *args: Any, train_kwargs: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._train_kwargs = {"show_progress_bar": False, **dict(train_kwargs or {})}
+
+    def _fit_to(self, x: Optional[Tensor]) -> None:
+        x = self._x_else_default_x(x)
+        if x is None:
+            raise RuntimeError("VI posterior: pass x (or set a default x) to sample or evaluate it")
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
+        trained = self._trained_on
+        if trained is None or trained.shape != x.shape or bool((trained != x).any()):
+            self.set_default_x(x)
+            self.train(x=x, **self._train_kwargs)
+
+    def sample(self, sample_shape: Any = torch.Size(), x: Optional[Tensor] = None, show_progress_bars: bool = True) -> Tensor:
+        self._fit_to(x)
+        return super().sample(sample_shape, x=self._x_else_default_x(x), show_progress_bars=show_progress_bars)
+
+    def log_prob(self, theta: Tensor, x: Optional[Tensor] = None, track_gradients: bool = False) -> Tensor:
+        self._fit_to(x)
+        return super().log_prob(theta, x=self._x_else_default_x(x), track_gradients=track_gradients)
+
+

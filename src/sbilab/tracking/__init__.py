@@ -1,0 +1,51 @@
+"""The MLflow run record: store set-up, run lifecycle, params, metrics, artifacts, posterior.
+
+This is the only module that talks to MLflow. A run is FINISHED only when the
+whole flow returned; an exception marks it FAILED (message in the
+``sbilab.error`` tag and ``error.txt``), Ctrl-C/SIGTERM marks it KILLED.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from sbilab.tracking.models import (  # noqa: E402
+    POSTERIOR_MODEL_NAME,
+    log_posterior_model,
+    posterior_model_uri,
+    register_posterior_model,
+)
+from sbilab.tracking.parents import (  # noqa: E402
+    PARENT_ROLES,
+    child_runs,
+    create_parent_run,
+    finish_parent_run,
+    resolve_parent_run,
+)
+from sbilab.tracking.runs import (  # noqa: E402
+    EpochMetrics,
+    RunRecorder,
+    flatten,
+    loggable_params,
+    recorder_for,
+    set_run_name,
+    start_run,
+)
+from sbilab.tracking.store import (  # noqa: E402
+    download_artifacts,
+    git_commit,
+    init_store,
+    load_run_array,
+    mark_stale_runs,
+)
+
+__all__ = [
+    "POSTERIOR_MODEL_NAME", "PARENT_ROLES", "EpochMetrics", "RunRecorder", "child_runs", "create_parent_run",
+    "download_artifacts", "finish_parent_run", "flatten", "git_commit", "init_store", "load_run_array",
+    "log_posterior_model", "loggable_params", "mark_stale_runs", "posterior_model_uri", "recorder_for",
+    "register_posterior_model", "resolve_parent_run", "set_run_name", "start_run",
+]

@@ -1,0 +1,92 @@
+"""Parent runs of sweeps, HPO studies and benchmarks: create, list children, close, find."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+
+from mlflow.tracking import MlflowClient
+
+from sbilab.errors import TrackingError
+from sbilab.tracking.store import check_store_exists, init_store
+
+
+def create_parent_run(uri: str, experiment: str, artifact_location: Optional[str], *, sweep_id: str,
+                      tags: Mapping[str, str]) -> str:
+    """Create the RUNNING parent run of a sweep (store and experiment initialised first)."""
+    experiment_id = init_store(uri, experiment, artifact_location)
+    client = MlflowClient(uri)
+    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}",
+                            tags={"sbilab.sweep_id": sweep_id, "sbilab.role": "sweep", **tags})
+    return run.info.run_id
+
+
+def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
+    """Children of a parent run as plain dicts (id, name, status, params, tags, metrics, times)."""
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=10_000)
+    return [
+        {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            "params": dict(r.data.params),
+            "tags": dict(r.data.tags),
+            "metrics": dict(r.data.metrics),
+            "start_time": r.info.start_time,
+            "end_time": r.info.end_time,
+        }
+        for r in runs
+    ]
+
+
+def finish_parent_run(uri: str, parent_run_id: str, jobs_failed: bool = False) -> str:
+    """Close a sweep's parent and return a summary: FINISHED when every job and child finished, KILLED when
+    none failed but some were killed (Ctrl-C, SIGTERM), else FAILED."""
+    children = child_runs(uri, parent_run_id)
+    counts: dict[str, int] = {}
+    for child in children:
+        counts[child["status"]] = counts.get(child["status"], 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no child runs"
+    client = MlflowClient(uri)
+    client.set_tag(parent_run_id, "sbilab.children", summary)
+    ok = not jobs_failed and bool(children) and counts.get("FINISHED", 0) == len(children)
+    if not ok:
+        reason = "a job failed (see the sweep's output)" if jobs_failed else "not every child run finished"
+        client.set_tag(parent_run_id, "sbilab.error", f"{reason}: {summary}")
+    killed = counts.get("KILLED", 0) > 0 and counts.get("FAILED", 0) == 0
+    client.set_terminated(parent_run_id, "FINISHED" if ok else "KILLED" if killed else "FAILED")
+    return summary
+
+
+#: roles of parent runs (``sbilab.role`` tag) that ``resolve_parent_run`` finds
+PARENT_ROLES = ("sweep", "hpo")
+
+
+def resolve_parent_run(uri: str, ref: Optional[str] = None) -> str:
+    """The run id of a sweep/HPO parent given its run id, its sweep id (``sbilab.sweep_id``) or
+    nothing (the most recent parent run in the store)."""
+    from mlflow.exceptions import MlflowException
+
+    check_store_exists(uri)
+    client = MlflowClient(uri)
+    if ref and ("'" in ref or '"' in ref or "`" in ref):
+        raise TrackingError(f"{ref!r} is neither a run id nor a sweep id")
+    if ref:
+        try:
+            return client.get_run(ref).info.run_id
+        except MlflowException:
+            pass
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        raise TrackingError(f"the MLflow store {uri} has no experiments")
+    found = []
+    for role in PARENT_ROLES:
+        query = f"tags.`sbilab.role` = '{role}'" + (f" and tags.`sbilab.sweep_id` = '{ref}'" if ref else "")
+        found += client.search_runs(experiment_ids, query, max_results=1, order_by=["attributes.start_time DESC"])
+    if not found:
+        what = f"no run or sweep with id {ref!r}" if ref else "no sweep or HPO parent run"
+        raise TrackingError(f"{what} in the MLflow store {uri}")
+    return max(found, key=lambda r: r.info.start_time).info.run_id

@@ -1,0 +1,193 @@
+"""One run's lifecycle and record: params, per-epoch metrics, artifacts; FINISHED, FAILED or KILLED."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+import psutil
+import torch
+from lightning.pytorch.callbacks import Callback
+
+import mlflow
+from mlflow.entities import Metric, RunStatus
+from mlflow.tracking import MlflowClient
+
+from sbilab.tracking.store import close_run, init_store, mark_stale_runs
+
+
+#: params that describe where things are on this machine, not the experiment
+_UNLOGGED_PREFIXES = ("paths.", "tracking.", "hydra.")
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"a.b.c": value}`` (a key pastes back as a Hydra override)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened config without machine-specific paths and URIs (which may hold credentials).
+
+    Values under the user's home folder are written as ``~/...``: a run record
+    should not reveal account names or home layouts.
+    """
+    home = str(Path.home())
+    params = {}
+    for key, value in flatten(config).items():
+        if key.startswith(_UNLOGGED_PREFIXES):
+            continue
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        params[key] = text.replace(home, "~") if home not in ("/", "") else text
+    return params
+
+
+class EpochMetrics(Callback):
+    """Lightning callback: ``train/loss``, ``val/loss`` and ``train/lr`` per epoch (step = epoch) on the run."""
+
+    def __init__(self, recorder: "RunRecorder", prefix: str = "") -> None:
+        self.recorder = recorder
+        self.prefix = prefix
+
+    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+        # runs after the epoch's validation, when the module has closed both means
+        epoch = len(module.val_losses) - 1
+        if epoch < 0:
+            return
+        self.recorder.log_metrics(
+            {f"{self.prefix}train/loss": module.train_losses[-1], f"{self.prefix}val/loss": module.val_losses[-1],
+             f"{self.prefix}train/lr": trainer.optimizers[0].param_groups[0]["lr"]},  # the rate this epoch ran at
+            step=epoch,
+        )
+
+
+class RunRecorder:
+    """Writes one MLflow run; every call goes straight to the store (nothing buffered)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = list(params.items())
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start : start + 100]])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(1000 * time.time())
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.run_id, figure, path)
+        plt.close(figure)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def log_dict(self, data: Mapping[str, Any], path: str) -> None:
+        self.client.log_dict(self.run_id, dict(data), path)
+
+    def log_array(self, array: np.ndarray, path: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            np.save(local, np.asarray(array), allow_pickle=False)
+            parent = str(Path(path).parent)
+            self.client.log_artifact(self.run_id, str(local), None if parent == "." else parent)
+
+    def log_torch_state(self, state: Mapping[str, torch.Tensor], path: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            torch.save(dict(state), local)
+            parent = str(Path(path).parent)
+            self.client.log_artifact(self.run_id, str(local), None if parent == "." else parent)
+
+    def epoch_callback(self, prefix: str = "") -> EpochMetrics:
+        return EpochMetrics(self, prefix)
+
+
+@contextmanager
+def start_run(
+    uri: str,
+    experiment: str,
+    artifact_location: Optional[str],
+    *,
+    run_name: Optional[str],
+    tags: Mapping[str, str],
+    parent_run_id: Optional[str] = None,
+) -> Iterator[RunRecorder]:
+    """Create a run and yield its recorder; close it FINISHED, FAILED or KILLED.
+
+    SIGTERM is turned into ``KeyboardInterrupt`` while the run is open, so a
+    terminated job is marked KILLED rather than left RUNNING.
+    """
+    experiment_id = init_store(uri, experiment, artifact_location)
+    client = MlflowClient(uri)
+    mark_stale_runs(uri, experiment)
+    all_tags = dict(tags)
+    all_tags["sbilab.pid"] = str(os.getpid())
+    all_tags["sbilab.host"] = socket.gethostname()
+    all_tags["sbilab.pid_start"] = f"{psutil.Process().create_time():.3f}"
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    recorder = RunRecorder(client, run.info.run_id, experiment_id)
+    previous = _install_sigterm_handler()
+    try:
+        yield recorder
+    except KeyboardInterrupt:
+        close_run(client, recorder.run_id, RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)")
+        raise
+    except BaseException as error:
+        close_run(client, recorder.run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}",
+               traceback.format_exc())
+        raise
+    else:
+        client.set_terminated(recorder.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm_handler() -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return signal.getsignal(signal.SIGTERM)
+
+
+def recorder_for(uri: str, run_id: str) -> RunRecorder:
+    """A recorder that adds to an existing run (e.g. comparison artifacts on a sweep's parent)."""
+    client = MlflowClient(uri)
+    return RunRecorder(client, run_id, client.get_run(run_id).info.experiment_id)
+
+
+def set_run_name(uri: str, run_id: str, name: str) -> None:
+    """Rename a run (e.g. an HPO study's parent, created as ``sweep-<id>``)."""
+    MlflowClient(uri).update_run(run_id, name=name)

@@ -15,6 +15,9 @@ decides which noisy snapshot early stopping keeps. Measured on the default HH ru
 (README): the decay is what makes it pass SBC; averaging did not help there, so
 sbilab's default trainer decays and does not average.
 
+``train_ensemble`` fits ``trainer.ensemble_size`` such networks to the same data, each
+from its own seed (see :mod:`sbilab.ensemble`); member 0 is the single network.
+
 Validation uses the method's ``validation_loss`` (its training loss, except for
 FMPE/NPSE, which evaluate sbi's fixed grid of times). The same early-stopping rule
 (patience on the validation loss, strict improvement) applies to every method; sbi's

@@ -119,17 +119,17 @@ def allowed_methods(conf_dir: Path) -> list[str]:
 
 def check_selection(tasks: Sequence[str], methods: Sequence[str], conf_dir: Path) -> None:
     """One line naming the key and the allowed values for an unknown task or method."""
+    allowed = allowed_methods(conf_dir)  # reads every method config: once
     if not tasks:
         raise ConfigError(f"tasks: none given; allowed: {', '.join(TASKS)}")
     if not methods:
-        raise ConfigError(f"methods: none given; allowed: {', '.join(allowed_methods(conf_dir))}")
+        raise ConfigError(f"methods: none given; allowed: {', '.join(allowed)}")
     for task in tasks:
         if task not in TASKS:
             raise ConfigError(f"tasks: {task!r} is not a benchmark task; allowed: {', '.join(TASKS)}")
     for method in methods:
-        if method not in allowed_methods(conf_dir):
-            raise ConfigError(f"methods: {method!r} is not an amortised method; allowed: "
-                              f"{', '.join(allowed_methods(conf_dir))}")
+        if method not in allowed:
+            raise ConfigError(f"methods: {method!r} is not an amortised method; allowed: {', '.join(allowed)}")
 
 
 def method_estimator(conf_dir: Path, method: str) -> Optional[str]:

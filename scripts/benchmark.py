@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import _entry
+from sbilab import entry
 
 DEFAULT_TASKS = ("two_moons", "gaussian_linear", "slcp")
 
@@ -35,16 +35,16 @@ def main(argv: list[str]) -> int:
     args, overrides = parse(argv)
 
     def task() -> int:
-        from sbilab.benchmark import check_selection, default_output_dir, run_benchmark
+        from sbilab.experiments.benchmark import check_selection, default_output_dir, run_benchmark
         from sbilab.simulators.sbibm_reference import SbibmDataUnavailable
 
-        conf_dir = _entry.ROOT / "conf"
+        conf_dir = entry.ROOT / "conf"
         check_selection(args.tasks, args.methods, conf_dir)  # before the heavy imports
         try:
             result = run_benchmark(args.tasks, args.methods, overrides, conf_dir=conf_dir,
-                                   output_dir=args.output_dir or default_output_dir(_entry.ROOT))
+                                   output_dir=args.output_dir or default_output_dir(entry.ROOT))
         except SbibmDataUnavailable as error:
-            _entry.fail(str(error))
+            entry.fail(str(error))
         print()
         print(result.table, end="")
         print(f"\nsbilab: {result.benchmark_id}: {result.parent_summary}; parent run {result.parent_run_id}; "
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
             return 1
         return 0
 
-    return _entry.guarded(task)
+    return entry.guarded(task)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import _entry
+from sbilab import entry
 
 
 def show(tasks: list[str]) -> None:
@@ -86,10 +86,10 @@ def main() -> int:
             else:
                 check(tasks, args.observations, args.num_samples)
         except ref.SbibmDataUnavailable as error:
-            _entry.fail(str(error))
+            entry.fail(str(error))
         return 0
 
-    return _entry.guarded(task)
+    return entry.guarded(task)
 
 
 if __name__ == "__main__":

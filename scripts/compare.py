@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import sys
 
-import _entry
+from sbilab import entry
 
 def main(argv: list[str]) -> int:
-    ref, metric, overrides, ignored = _entry.store_command(argv, __doc__, "ref", "metric")
+    ref, metric, overrides, ignored = entry.store_command(argv, __doc__, "ref", "metric")
     if ignored:
         print(f"sbilab: compare: ignoring overrides other than tracking.*/paths.*: {' '.join(ignored)}")
 
     def task() -> int:
         from sbilab import tracking
-        from sbilab.compare import compare_sweep
+        from sbilab.experiments.compare import compare_sweep
 
-        uri = _entry.store_uri(overrides)
+        uri = entry.store_uri(overrides)
         parent = tracking.resolve_parent_run(uri, ref)
         if ref is None:
             print(f"sbilab: no sweep given: comparing the most recent one (parent run {parent})")
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         print(f"sbilab: logged {', '.join(comparison.artifacts)} to parent run {parent}")
         return 0
 
-    return _entry.guarded(task)
+    return entry.guarded(task)
 
 
 if __name__ == "__main__":

@@ -12,27 +12,27 @@ from __future__ import annotations
 
 import sys
 
-import _entry
+from sbilab import entry
 
 
 def main(argv: list[str]) -> int:
-    run_id, name, overrides, ignored = _entry.store_command(argv, __doc__, "run_id", "name")
+    run_id, name, overrides, ignored = entry.store_command(argv, __doc__, "run_id", "name")
     if ignored:
-        _entry.fail(f"{' '.join(ignored)}: only tracking.* and paths.* overrides apply to register")
+        entry.fail(f"{' '.join(ignored)}: only tracking.* and paths.* overrides apply to register")
     if not run_id:
-        _entry.fail("which run? usage: make register RUN=<run id> [NAME=<registered model name>]")
+        entry.fail("which run? usage: make register RUN=<run id> [NAME=<registered model name>]")
 
     def task() -> int:
         from sbilab import tracking
 
-        uri = _entry.store_uri(overrides)
+        uri = entry.store_uri(overrides)
         registered, version, model_uri = tracking.register_posterior_model(uri, run_id, name)
         print(f"sbilab: registered {registered} version {version} from run {run_id}: {model_uri}")
         print(f"sbilab: load it with mlflow.pyfunc.load_model({model_uri!r}).predict(x, params={{'num_samples': 1000}})"
               f" (tracking URI {uri})")
         return 0
 
-    return _entry.guarded(task)
+    return entry.guarded(task)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import sys
 
-import _entry
 import hydra
 from omegaconf import DictConfig
+
+from sbilab import entry
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from sbilab.config import check_config
 
-    _entry.guarded(lambda: check_config(cfg))
-    from sbilab.cli import simulate_and_report
+    entry.guarded(lambda: check_config(cfg))
+    from sbilab.experiments.report import simulate_and_report
+    from sbilab.spec import prepare
 
-    code = _entry.guarded(lambda: simulate_and_report(cfg))
+    code = entry.guarded(lambda: simulate_and_report(prepare(cfg)))
     if code:
         sys.exit(code)
 

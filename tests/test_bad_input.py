@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import run_train
 
-X_ONLY = ["observation.theta=null"]
+SUMMARY = ["observation=summary"]
+RECORDING = ["observation=recording"]
 
 
 def _files(tmp_path):
@@ -45,13 +46,13 @@ CASES = [
     (["prior.names=[a]"], "prior.names"),
     (["experiment=two_moons", "summary=hh_features"], "summary=hh_features"),  # reads simulator.duration
     (["observation.theta=[1,2,3]"], "observation.theta"),
-    ([*X_ONLY, "observation.x=[1,2]"], "observation.x"),
-    ([*X_ONLY, "observation.x=null"], "observation"),
-    ([*X_ONLY, "observation.file=/nonexistent/trace.csv"], "observation.file"),
-    ([*X_ONLY, "observation.file={tmp}/empty.csv"], "observation.file"),
-    ([*X_ONLY, "observation.file={tmp}/nan.csv"], "observation.file"),
-    ([*X_ONLY, "observation.file={tmp}/garbage.csv"], "observation.file"),
-    ([*X_ONLY, "observation.file={tmp}/bad.npy"], "observation.file"),
+    ([*SUMMARY, "observation.x=[1,2]"], "observation.x"),
+    (SUMMARY, "observation"),  # no x given
+    ([*RECORDING, "observation.file=/nonexistent/trace.csv"], "observation.file"),
+    ([*RECORDING, "observation.file={tmp}/empty.csv"], "observation.file"),
+    ([*RECORDING, "observation.file={tmp}/nan.csv"], "observation.file"),
+    ([*RECORDING, "observation.file={tmp}/garbage.csv"], "observation.file"),
+    ([*RECORDING, "observation.file={tmp}/bad.npy"], "observation.file"),
     (["estimator.model=mlp"], "estimator.model"),
     (["simulator.backend=gpu"], "simulator.backend"),
     (["tracking.uri=http://127.0.0.1:9"], "tracking.uri"),

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sbilab import tracking
-from sbilab.benchmark import EXPERIMENT, run_benchmark
+from sbilab.experiments.benchmark import EXPERIMENT, run_benchmark
 from sbilab.simulators import sbibm_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_unknown_task_or_method_exits_2_with_one_line(store, args, key):
 
 
 def test_a_failed_child_fails_the_parent(store, tmp_path, sbibm_files, monkeypatch):
-    import sbilab.benchmark as benchmark
+    import sbilab.experiments.benchmark as benchmark
 
     def broken(*args, **kwargs):
         raise RuntimeError("classifier exploded")

@@ -21,9 +21,10 @@ from omegaconf import OmegaConf
 from sbi.utils.metrics import c2st
 
 from sbilab.config import check_config
+from sbilab.config import SyntheticObservation
 from sbilab.observation import make_observation
-from sbilab.parts import instantiate_part, part_config
-from sbilab.simulation import sample_prior
+from sbilab.spec import instantiate_part, part_config
+from sbilab.priors import sample_prior
 from sbilab.simulators import sbibm_reference
 from sbilab.simulators.base import derive_seeds
 from sbilab.simulators.benchmark_tasks import (
@@ -350,8 +351,8 @@ def test_experiment_config_composes_and_instantiates(name):
     # observation.theta defaults to sbibm's observation 1
     theta_1, x_1 = sbibm_reference.benchmark_observation(name, 1)
     assert list(cfg.observation.theta) == theta_1 and list(cfg.benchmark.x_o) == x_1
-    observation = make_observation(simulator, summary, theta=cfg.observation.theta, x=None, file=None,
-                                   seed=int(cfg.observation.seed), x_dim=simulator.data_dim)
+    settings = SyntheticObservation(theta=list(cfg.observation.theta), seed=int(cfg.observation.seed))
+    observation = make_observation(simulator, summary, settings, x_dim=simulator.data_dim)
     reference = simulator.reference_posterior(observation.x, 200, seed=0)
     assert reference.shape == (200, simulator.parameter_dim)
     assert cfg.diagnostics.thresholds.c2st_max >= 0.6 and cfg.diagnostics.num_observation_samples == 10_000
@@ -363,7 +364,7 @@ def test_experiment_selects_sbibm_observations(name):
         cfg = _compose([f"experiment={name}", f"benchmark.num_observation={k}"])
         theta_k, x_k = sbibm_reference.benchmark_observation(name, k)
         assert list(cfg.observation.theta) == theta_k and list(cfg.benchmark.x_o) == x_k
-    cfg = _compose([f"experiment={name}", "observation.theta=null", "observation.x=${benchmark.x_o}"])
+    cfg = _compose([f"experiment={name}", "observation=summary", "observation.x=${benchmark.x_o}"])
     check_config(cfg)
     assert OmegaConf.to_container(cfg.observation, resolve=True)["x"] == sbibm_reference.benchmark_observation(name, 1)[1]
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sbilab import tracking
-from sbilab.compare import (
+from sbilab.experiments.compare import (
     BUDGET_KEY,
     budget_panels,
     build_comparison,
@@ -26,8 +26,8 @@ from sbilab.compare import (
     metric_columns,
     parse_overrides,
     swept_factors,
-    to_markdown,
 )
+from sbilab.experiments.tables import to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,7 +235,7 @@ def test_compare_script_fails_in_one_line(sweep_store, capsys):
 
 
 def test_posterior_c2st_pairs_runs_at_one_observation():
-    from sbilab.compare import posterior_c2st_rows, same_observation_runs
+    from sbilab.experiments.compare import posterior_c2st_rows, same_observation_runs
 
     obs = {"observation.theta": "[50.0, 5.0]", "observation.seed": "2026", "simulator.name": "hodgkin_huxley"}
     runs = [{"run_id": rid, "status": "FINISHED", "params": dict(obs), "tags": {"choice.summary": summary}}

@@ -9,10 +9,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sbilab.config import ConfigError, check_config
-from sbilab.parts import instantiate_part, part_config
+from sbilab.spec import instantiate_part, part_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("simulator", "prior", "summary", "estimator", "method", "trainer", "diagnostics", "tracking")
+GROUPS = ("simulator", "prior", "summary", "estimator", "method", "trainer", "diagnostics", "tracking", "simulation",
+          "observation")
 
 
 def options(group: str) -> list[str]:
@@ -43,7 +44,7 @@ def test_default_composition_is_the_tutorial():
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes(group, option):
     cfg = _compose([f"{group}={option}"])
-    assert cfg[group].get("name", option) == option or group in ("trainer", "diagnostics", "tracking")
+    assert cfg[group].get("name", option) == option or group in ("trainer", "diagnostics", "tracking", "simulation")
     if group in ("simulator", "prior", "summary", "method"):
         assert instantiate_part(part_config(cfg, group)) is not None
 

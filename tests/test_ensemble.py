@@ -9,7 +9,9 @@ from sbi.inference.posteriors import DirectPosterior
 from sbi.utils import BoxUniform
 
 from sbilab.diagnostics.sampling import posterior_log_prob_batched, sample_posterior_batched
-from sbilab.ensemble import PosteriorEnsemble, ensemble_posterior, member_seed, mixture_log_prob
+from sbilab.config import TrainerSettings
+from sbilab.ensemble import PosteriorEnsemble, ensemble_posterior, mixture_log_prob
+from sbilab.rng import member_seed
 from sbilab.methods import NPE
 from sbilab.posterior_io import estimators_state, posterior_spec, rebuild_posterior
 from sbilab.training import EnsembleTraining, member_prefix, train_ensemble, train_estimator
@@ -45,8 +47,8 @@ def test_member_zero_trains_as_a_single_network_and_the_others_differ():
     generator = torch.Generator().manual_seed(0)
     theta = PRIOR.sample((300,))
     x = theta + torch.randn(300, 2, generator=generator)
-    single = train_estimator(NPE(), FLOW, theta, x, TRAINER, seed=11)
-    trained = train_ensemble(NPE(), FLOW, theta, x, {**TRAINER, "ensemble_size": 3}, seed=11)
+    single = train_estimator(NPE(), FLOW, theta, x, TrainerSettings(**TRAINER), seed=11)
+    trained = train_ensemble(NPE(), FLOW, theta, x, TrainerSettings(**TRAINER, ensemble_size=3), seed=11)
     assert len(trained.members) == 3 and member_seed(11, 0) == 11
     assert len({member_seed(11, k) for k in range(3)}) == 3
     first, *others = trained.estimators

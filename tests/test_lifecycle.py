@@ -72,7 +72,7 @@ def test_sigkilled_run_is_marked_failed_by_the_next_run(store, tmp_path):
 
 def test_exception_mid_run_marks_failed_with_the_message(store, tmp_path):
     # V0 = NaN makes every simulation non-finite: the run starts, then fails in the simulation stage
-    result = run_train(["simulator.V0=nan", "observation.theta=null", X_OBS, "simulation.num_simulations=100",
+    result = run_train(["simulator.V0=nan", "observation=summary", X_OBS, "simulation.num_simulations=100",
                         *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
     assert result.returncode != 0
     (run,) = _runs(store["uri"])

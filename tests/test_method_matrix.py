@@ -34,12 +34,13 @@ def _compose(overrides: list[str]):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_runs_end_to_end(store, tmp_path, simulator, method):
     from sbilab.pipeline import run
+    from sbilab.spec import prepare
 
     # one network: the gaussian_linear preset's ensemble is NPE's (snpe refuses one; MCMC methods would sample 10)
     cfg = _compose([f"experiment={simulator}", f"method={method}", f"estimator={METHODS[method]}", *TINY,
                     "trainer.ensemble_size=1", *store["overrides"], f"paths.cache_dir={tmp_path}/cache", f"paths.output_dir={tmp_path}/out",
                     f"tracking.experiment={simulator}"])
-    result = run(cfg)
+    result = run(prepare(cfg))
     run_record = MlflowClient(store["uri"]).get_run(result.run_id)
     assert run_record.info.status == "FINISHED"
     assert run_record.data.tags["sbilab.method"] == method

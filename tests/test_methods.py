@@ -20,7 +20,9 @@ from sbi.utils import BoxUniform
 from sbilab.errors import ConfigError
 from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, atomic_npe_loss, methods_for_estimator
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
-from sbilab.rounds import round_seed, train_sequential
+from sbilab.config import TrainerSettings
+from sbilab.rng import round_seed
+from sbilab.training import train_sequential
 from sbilab.training import train_estimator
 from conftest import NullTracker
 
@@ -83,7 +85,7 @@ def test_method_trains_samples_and_round_trips(case):
     method_cfg, estimator_cfg = CASES[case]
     method = instantiate(method_cfg, _convert_="all")
     prior, theta, x = _toy()
-    result = train_estimator(method, estimator_cfg, theta, x, TRAINER, seed=0)
+    result = train_estimator(method, estimator_cfg, theta, x, TrainerSettings(**TRAINER), seed=0)
     assert result.epochs == 3 and all(torch.isfinite(torch.tensor(result.val_losses)))
 
     posterior = method.build_posterior(result.estimator, prior)
@@ -115,10 +117,12 @@ def test_sequential_npe_trains_rounds_and_samples():
         return th, th + 0.3 * torch.randn_like(th)
 
     logged = []
-    result, posterior, rounds = train_sequential(
-        SNPE(num_rounds=2), MAF, simulate_round, X_O, prior, TRAINER, seed=3, num_simulations=401,
+    method = SNPE(num_rounds=2)
+    result, rounds = train_sequential(
+        method, MAF, simulate_round, X_O, prior, TrainerSettings(**TRAINER), seed=3, num_simulations=401,
         on_round_end=lambda r, m: logged.append(r),
     )
+    posterior = method.build_posterior(result.estimator, prior)
     assert calls == [(0, 201, "BoxUniform"), (1, 200, "PosteriorAtObservation")] and logged == [0, 1]
     assert [int(m["round/num_simulations"]) for m in rounds] == [201, 200]
     assert result.extra["num_simulations"] == 401 and result.epochs == 3
@@ -142,7 +146,7 @@ def test_nre_matches_sbi_training(variant):
 
     torch.manual_seed(11)
     prior.sample((1,))  # sbi's constructor draws once from the prior
-    result = train_estimator(NRE(variant=variant), {"model": "mlp", **config}, theta, x, trainer, seed=None)
+    result = train_estimator(NRE(variant=variant), {"model": "mlp", **config}, theta, x, TrainerSettings(**trainer), seed=None)
     # sbi's NRE `_loss` is already a batch mean, and its epoch loss divides by the batch size again
     ours = torch.tensor(result.val_losses, dtype=torch.float64) / 50
     assert len(ours) == len(sbi_val) == 6
@@ -190,8 +194,8 @@ def test_sequential_npe_matches_sbi_two_rounds():
         num_atoms=10, training_batch_size=50, stop_after_epochs=3, max_num_epochs=4)
     sbi_val = inference.summary["validation_loss"]
 
-    result, _, rounds = train_sequential(SNPE(num_rounds=2, num_atoms=10), MAF, simulate_round, X_O, prior,
-                                         trainer, seed, num_simulations=600)
+    result, rounds = train_sequential(SNPE(num_rounds=2, num_atoms=10), MAF, simulate_round, X_O, prior,
+                                      TrainerSettings(**trainer), seed, num_simulations=600)
     assert len(sbi_val) == 10 and len(result.val_losses) == 5
     torch.testing.assert_close(torch.tensor(result.val_losses), torch.tensor(sbi_val[5:]), rtol=0, atol=1e-6)
     assert rounds[0]["round/val_loss_best"] == pytest.approx(min(sbi_val[:5]), abs=1e-6)
@@ -301,7 +305,7 @@ def test_flow_on_the_priors_unbounded_space_stays_inside_the_box_and_round_trips
     method = instantiate(method_cfg, _convert_="all")
     method.check_estimator(estimator_cfg)
     prior, theta, x = _toy()
-    result = train_estimator(method, estimator_cfg, theta, x, TRAINER, seed=0, prior=prior)
+    result = train_estimator(method, estimator_cfg, theta, x, TrainerSettings(**TRAINER), seed=0, prior=prior)
     raw = result.estimator.sample((2000,), condition=X_O)  # the bare flow, no truncation
     assert raw.abs().max() < 2.0
     posterior = method.build_posterior(result.estimator, prior)

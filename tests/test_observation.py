@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sbilab.config import ConfigError, RecordingObservation, SummaryObservation, SyntheticObservation, load_observation
 from sbilab.observation import ObservationError, make_observation
 from sbilab.simulators.hodgkin_huxley import HodgkinHuxley
 from sbilab.summaries.hh_features import HHFeatures
@@ -14,10 +15,14 @@ SIM = HodgkinHuxley(backend="numpy")
 SUMMARY = HHFeatures()
 
 
-def _make(**kwargs):
-    options = dict(theta=None, x=None, file=None, seed=2026, x_dim=7)
-    options.update(kwargs)
-    return make_observation(SIM, SUMMARY, **options)
+def _make(theta=None, x=None, file=None, seed=2026):
+    if theta is not None:
+        settings = SyntheticObservation(theta=theta, seed=seed)
+    elif x is not None:
+        settings = SummaryObservation(x=x)
+    else:
+        settings = RecordingObservation(file=file)
+    return make_observation(SIM, SUMMARY, settings, x_dim=7)
 
 
 def test_theta_source_is_simulated_with_the_observation_seed():
@@ -66,7 +71,7 @@ def test_wrong_dimensions_and_sources_are_rejected():
         _make(theta=[1.0, 2.0, 3.0])
     with pytest.raises(ObservationError, match="gives 2 summary values but the summary produces 7"):
         _make(x=[1.0, 2.0])
-    with pytest.raises(ObservationError, match="exactly one"):
-        _make(theta=[50.0, 5.0], x=[1.0] * 7)
+    with pytest.raises(ConfigError, match="observation=synthetic|summary|recording"):
+        load_observation({"name": "both", "theta": [50.0, 5.0], "x": [1.0] * 7})
     with pytest.raises(ObservationError, match="finite"):
         _make(x=[float("nan")] * 7)

@@ -21,6 +21,7 @@ from sbilab.simulators.hodgkin_huxley import HHParams
 from sbilab.summaries.embedding import DownsampledTraceCNN, block_mean
 from sbilab.summaries.hh_extended import FEATURE_NAMES, HHExtended, hh_extended_array
 from sbilab.summaries.hh_features import hh_feature_array
+from sbilab.config import TrainerSettings
 from sbilab.training import train_estimator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +147,8 @@ def test_cnn_embedding_trains_jointly_and_reloads():
 
     torch.manual_seed(0)
     initial = {k: v.clone() for k, v in summary.embedding_net().state_dict().items()}
-    result = train_estimator(NPE(), estimator_cfg, theta, x, trainer, seed=0, embedding_net=summary.embedding_net)
+    result = train_estimator(NPE(), estimator_cfg, theta, x, TrainerSettings(**trainer), seed=0,
+                             embedding_net=summary.embedding_net)
     embedding = result.estimator.embedding_net
     trained = {k.split(".", 1)[1]: v for k, v in embedding.state_dict().items() if k.startswith("1.")}
     assert trained.keys() == initial.keys()

@@ -137,36 +137,50 @@ def test_a_parent_run_failure_stops_the_multirun_loudly(tmp_path, uri, reason):
 # --------------------------------------------------------------------------------------------- HPO
 
 
+def _hpo_settings(project_root, overrides):
+    from hydra import compose, initialize_config_dir
+
+    from sbilab.experiments.search_space import load_hpo_settings
+
+    with initialize_config_dir(config_dir=str(project_root / "conf"), version_base="1.3"):
+        cfg = compose("hpo_study", overrides=overrides)
+    return load_hpo_settings(cfg.hpo), cfg
+
+
 def test_hpo_settings_and_search_space(project_root):
+    from hydra.errors import ConfigCompositionException
     from omegaconf import OmegaConf
 
-    from sbilab.hpo import HpoError, dedupe_overrides, format_override, load_settings, search_space, split_args
+    from sbilab.errors import ConfigError
+    from sbilab.experiments.compose import dedupe_overrides
+    from sbilab.experiments.search_space import format_override, search_space
 
-    conf = project_root / "conf"
-    name, hpo_args, run_args = split_args(["hpo.n_trials=3", "estimator=mdn", "hpo.params.trainer.batch_size="
-                                           "{type: categorical, choices: [100, 200]}", "seed=1"])
-    assert (name, run_args) == ("default", ["estimator=mdn", "seed=1"])
-    settings = load_settings(conf, name, hpo_args)
+    # Hydra parses the study's settings and the runs' overrides alike
+    settings, cfg = _hpo_settings(project_root, ["hpo.n_trials=3", "estimator=mdn", "seed=1",
+                                                 "+hpo.params.trainer.batch_size={type: categorical, choices: [100, 200]}"])
     assert settings.n_trials == 3 and settings.n_jobs == 2 and settings.metric == "auto"
-    assert list(settings.params["trainer.batch_size"].choices) == [100, 200]
+    assert cfg.seed == 1 and cfg.estimator.name == "mdn"
+    assert list(settings.params["trainer.batch_size"]["choices"]) == [100, 200]
     run_cfg = OmegaConf.create({"estimator": {"hidden_features": 50, "num_components": 10},
                                 "trainer": {"learning_rate": 1e-3, "batch_size": 200}})
-    space, skipped = search_space(settings, run_cfg)
+    space, skipped = search_space(settings.params, run_cfg)
     assert skipped == ["estimator.num_transforms"]  # mdn has no transforms
     assert set(space) == {"estimator.hidden_features", "trainer.learning_rate", "trainer.batch_size"}
     assert format_override("trainer.learning_rate", 0.000123456789) == "trainer.learning_rate=0.000123457"
     assert format_override("a", 1.5e-05) == "a=1.5e-05" and format_override("a", 100.0) == "a=100.0"
     assert dedupe_overrides(["a=1", "b=2", "a=3", "+c=4"]) == ["a=3", "b=2", "+c=4"]
-    for bad, message in [(["n_trials=0"], "hpo.n_trials=0"), (["direction=up"], "hpo.direction"),
-                         (["nope=1"], "not an HPO setting"),
-                         (["params.trainer.learning_rate.low=1"], "low < high")]:
-        with pytest.raises(HpoError, match=message):
-            load_settings(conf, "default", bad)
-    assert "estimator.num_transforms" not in load_settings(conf, "default", ["params.estimator.num_transforms=null"]).params
-    assert load_settings(conf, "default", ["params.estimator.hidden_features.high=64"]).params[
-        "estimator.hidden_features"].high == 64
-    with pytest.raises(HpoError, match="no conf/hpo/missing.yaml"):
-        load_settings(conf, "missing")
+    for bad, message in [(["hpo.n_trials=0"], "hpo.n_trials=0"), (["hpo.direction=up"], "hpo.direction"),
+                         (["hpo.params.trainer.learning_rate.low=1"], "low < high")]:
+        with pytest.raises(ConfigError, match=message):
+            _hpo_settings(project_root, bad)
+    with pytest.raises(ConfigCompositionException, match="nope"):  # not an HPO setting: Hydra refuses it
+        _hpo_settings(project_root, ["hpo.nope=1"])
+    removed, _ = _hpo_settings(project_root, ["~hpo.params.estimator.num_transforms"])
+    assert "estimator.num_transforms" not in removed.params
+    narrowed, _ = _hpo_settings(project_root, ["hpo.params.estimator.hidden_features.high=64"])
+    assert narrowed.params["estimator.hidden_features"]["high"] == 64
+    with pytest.raises(ConfigCompositionException, match="missing"):
+        _hpo_settings(project_root, ["hpo=missing"])
 
 
 @pytest.mark.slow

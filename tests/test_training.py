@@ -8,6 +8,7 @@ from lightning.pytorch.callbacks import Callback
 from sbi.utils import BoxUniform
 
 from sbilab.methods import NPE
+from sbilab.config import LrDecay, TrainerSettings, WeightAveraging
 from sbilab.training import train_estimator
 from conftest import NullTracker
 
@@ -37,7 +38,7 @@ def test_lightning_matches_sbi_train_bit_for_bit():
     torch.manual_seed(seed)
     prior.sample((1,))
     estimator_cfg = {"model": "maf", "hidden_features": 50, "num_transforms": 5}
-    result = train_estimator(NPE(), estimator_cfg, theta, x, TRAINER, seed=None)  # type: ignore[arg-type]
+    result = train_estimator(NPE(), estimator_cfg, theta, x, TrainerSettings(**TRAINER), seed=None)  # type: ignore[arg-type]
 
     assert len(result.val_losses) == len(sbi_val)
     torch.testing.assert_close(torch.tensor(result.val_losses), torch.tensor(sbi_val), rtol=0, atol=1e-6)
@@ -54,7 +55,7 @@ def test_lightning_matches_sbi_train_bit_for_bit():
 def test_best_weights_are_restored_and_early_stopping_applies():
     prior, theta, x = _toy(400)
     config = {**TRAINER, "max_epochs": -1, "stop_after_epochs": 3}
-    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 20, "num_components": 2}, theta, x, config, seed=1)
+    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 20, "num_components": 2}, theta, x, TrainerSettings(**config), seed=1)
     best = min(result.val_losses)
     assert result.best_val_loss == best
     assert result.epochs == result.val_losses.index(best) + 1 + 3  # stopped 3 epochs after the best
@@ -68,13 +69,13 @@ def _val_loss(estimator: torch.nn.Module, theta: torch.Tensor, x: torch.Tensor) 
 
 def test_weight_averaging_keeps_and_returns_the_averaged_weights():
     """With EMA the kept weights are the averaged ones that validation scored, not the raw Adam iterate."""
-    from sbilab.data import split_indices
+    from sbilab.training import split_indices
 
     prior, theta, x = _toy(400)
     estimator_cfg = {"model": "maf", "hidden_features": 20, "num_transforms": 2}
-    config = {**TRAINER, "max_epochs": 8, "stop_after_epochs": 8, "weight_averaging": {"decay": 0.9}}
-    averaged = train_estimator(NPE(), estimator_cfg, theta, x, config, seed=3)
-    plain = train_estimator(NPE(), estimator_cfg, theta, x, {**config, "weight_averaging": None}, seed=3)
+    config = {**TRAINER, "max_epochs": 8, "stop_after_epochs": 8, "weight_averaging": WeightAveraging(decay=0.9)}
+    averaged = train_estimator(NPE(), estimator_cfg, theta, x, TrainerSettings(**config), seed=3)
+    plain = train_estimator(NPE(), estimator_cfg, theta, x, TrainerSettings(**{**config, "weight_averaging": None}), seed=3)
 
     assert averaged.train_losses == plain.train_losses  # averaging never changes the optimisation itself
     assert averaged.val_losses != plain.val_losses  # validation scores the averaged weights
@@ -94,9 +95,9 @@ def test_lr_decay_lowers_the_learning_rate_on_a_plateau():
 
     # a rate far too high for this net: the validation loss stops improving within a few epochs
     config = {**TRAINER, "learning_rate": 0.1, "max_epochs": 30, "stop_after_epochs": 30,
-              "lr_decay": {"factor": 0.5, "patience": 0, "min_lr": 0.0125}}
-    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x, config,
-                             seed=0, callbacks=[LearningRates()])
+              "lr_decay": LrDecay(factor=0.5, patience=0, min_lr=0.0125)}
+    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x,
+                             TrainerSettings(**config), seed=0, callbacks=[LearningRates()])
     assert seen[0] == 0.1
     assert all(later <= earlier for earlier, later in zip(seen, seen[1:]))
     assert min(seen) == 0.0125  # halved after each non-improving epoch, never below min_lr
@@ -107,8 +108,8 @@ def test_training_ends_patience_epochs_after_the_rate_reaches_its_floor():
     """At the floor rate the validation loss may improve by crumbs for ever: stop after the patience anyway."""
     prior, theta, x = _toy(300)
     config = {**TRAINER, "max_epochs": 60, "stop_after_epochs": 10,
-              "lr_decay": {"factor": 0.5, "patience": 5, "min_lr": 5e-4}}  # the rate starts at its floor
-    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x, config,
-                             seed=0)
+              "lr_decay": LrDecay(factor=0.5, patience=5, min_lr=5e-4)}  # the rate starts at its floor
+    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x,
+                             TrainerSettings(**config), seed=0)
     assert result.epochs == 10
     assert all(b < a for a, b in zip(result.val_losses, result.val_losses[1:]))  # still improving every epoch

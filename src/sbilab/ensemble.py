@@ -1,4 +1,4 @@
-"""Posterior ensembles: K networks trained on the same simulations, sampled as their mixture.
+"""Posterior ensembles: the mixture of K networks' posteriors, sampled and scored as one posterior.
 
 ``trainer.ensemble_size=K`` trains K networks that differ only in their seed
 (initialisation, train/validation split, batch order) and averages their densities:
@@ -7,7 +7,7 @@ mixture is closer to the true posterior than a typical member, and it is more
 conservative where they disagree (Lakshminarayanan et al. 2017; Hermans et al.
 2022, "A Trust Crisis in Simulation-Based Inference?").
 
-Measured (README, "Posterior ensembles"): on sbibm gaussian_linear ten zuko MAFs
+Measured (docs/benchmark.md, "Posterior ensembles"): on sbibm gaussian_linear ten zuko MAFs
 reach a mean C2ST of 0.540 where one scores 0.578; on the default HH run three
 members are under-confident (their posteriors sit apart, so the mixture is too wide).
 """
@@ -20,13 +20,6 @@ import torch
 from sbi.inference.posteriors.base_posterior import NeuralPosterior
 from sbi.inference.posteriors.ensemble_posterior import EnsemblePosterior
 from torch import Tensor
-
-from sbilab.simulation import stage_seed
-
-
-def member_seed(train_seed: int, member: int) -> int:
-    """Training seed of ensemble member ``member``; member 0 trains exactly as a single network would."""
-    return int(train_seed) if member == 0 else stage_seed(int(train_seed), f"ensemble-member-{member}")
 
 
 class PosteriorEnsemble(EnsemblePosterior):

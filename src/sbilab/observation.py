@@ -1,17 +1,18 @@
-"""The observation x_o a run conditions on: simulated from θ*, given explicitly, or read from a file."""
+"""The observation x_o a run conditions on: simulated from θ* (``synthetic``), given (``summary``) or recorded."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sbilab.errors import ObservationError
-from sbilab.simulators.base import Simulator, derive_seeds
+from sbilab.rng import per_index_seeds
+from sbilab.simulators.base import Simulator
 
 
 @dataclass
@@ -54,34 +55,21 @@ def read_trace(path: str | Path) -> np.ndarray:
     return data
 
 
-def make_observation(
-    simulator: Simulator,
-    summary: Callable[[Tensor], Tensor],
-    *,
-    theta: Optional[Sequence[float]],
-    x: Optional[Sequence[float]],
-    file: Optional[str],
-    seed: int,
-    x_dim: int,
-) -> Observation:
-    """Build x_o from exactly one of ``theta``, ``x`` or ``file`` and check its dimension."""
-    given = [name for name, value in (("theta", theta), ("x", x), ("file", file)) if value is not None]
-    if len(given) != 1:
-        raise ObservationError(
-            f"observation: set exactly one of observation.theta, observation.x, observation.file (got {given or 'none'})"
-        )
-    if theta is not None:
-        theta_o = _finite_vector(theta, "observation.theta")
+def make_observation(simulator: Simulator, summary: Callable[[Tensor], Tensor], settings: Any,
+                     x_dim: int) -> Observation:
+    """x_o for the ``observation`` option (``synthetic``, ``summary`` or ``recording``), checked against ``x_dim``."""
+    if settings.name == "synthetic":
+        theta_o = _finite_vector(settings.theta, "observation.theta")
         if theta_o.numel() != simulator.parameter_dim:
             raise ObservationError(
                 f"observation.theta has {theta_o.numel()} values but the simulator takes {simulator.parameter_dim}"
             )
-        raw = simulator.simulate(theta_o[None], derive_seeds(seed, 0, 1))
+        raw = simulator.simulate(theta_o[None], per_index_seeds(settings.seed, 0, 1))
         obs = Observation(x=summary(raw)[0].float(), theta=theta_o, raw=raw[0], source="theta")
-    elif x is not None:
-        obs = Observation(x=_finite_vector(x, "observation.x"), source="x")
+    elif settings.name == "summary":
+        obs = Observation(x=_finite_vector(settings.x, "observation.x"), source="x")
     else:
-        trace = torch.from_numpy(read_trace(file))[None]
+        trace = torch.from_numpy(read_trace(settings.file))[None]
         obs = Observation(x=summary(trace)[0].float(), raw=trace[0], source="file")
     if obs.x.numel() != x_dim:
         raise ObservationError(

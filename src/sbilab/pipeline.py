@@ -1,41 +1,53 @@
-"""run(cfg): the one-way flow config → simulate → train → diagnose → record.
+"""The stages of a run as a small public API, and ``run(spec)``, which composes them.
 
-Each stage takes and returns plain objects; the MLflow run is opened before the
-first stage so that any failure marks it FAILED, and it is FINISHED only after
-the last artifact has been written.
+    prepare(cfg) → RunSpec                         (sbilab.spec: the only stage that sees the config)
+    open_run(spec)        the MLflow run, opened first so that any failure marks it FAILED
+    simulate(spec, ...)   θ ~ prior (or a proposal) → x, chunked, cached, NaN filtered
+    train(spec, ...)      one network, an ensemble, or the rounds of a sequential method
+    build_posterior(...)  the method's sbi posterior around the trained networks
+    diagnose(...)         samples at x_o, predictive traces, calibration on held-out simulations
+    record(...)           posterior artifact, samples, figures, diagnostics, verdict
+
+Each stage takes the :class:`~sbilab.spec.RunSpec` and plain values and returns plain
+values. The drivers (sweeps, HPO, benchmark) compose the same stages.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from sbi.inference.posteriors import DirectPosterior, VectorFieldPosterior
 from torch import Tensor
 
-from sbilab.config import check_config, check_tracking_uri
-from sbilab.observation import Observation
-from sbilab.parts import PART_GROUPS, Parts, build_parts, part_config
+from sbilab import tracking
+from sbilab.diagnostics import DiagnosticsResult, run_diagnostics
+from sbilab.diagnostics.sampling import posterior_log_prob_batched
+from sbilab.ensemble import ensemble_members, ensemble_posterior
 from sbilab.plots.posterior import pairplot, predictive_traces
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
-from sbilab.rng import seeded
-from sbilab.simulation import Dataset, sample_prior, simulate_dataset, stage_seed
-from sbilab.simulators.base import derive_seeds
-from sbilab.methods import SNPE
-from sbilab.rounds import train_sequential
-from sbilab.training import EnsembleTraining, member_prefix, train_ensemble
-from sbilab.ensemble import ensemble_members, ensemble_posterior
-from sbilab import tracking
+from sbilab.priors import sample_prior
+from sbilab.rng import per_index_seeds, seeded
+from sbilab.simulation import Dataset, simulate_dataset
+from sbilab.spec import RunSpec
+from sbilab.training import Fitted, TrainingProblem, strategy_for
 
 log = logging.getLogger(__name__)
+
+#: posteriors whose log_prob is normalised (NPE-style and vector-field posteriors)
+NORMALISED_POSTERIORS = (DirectPosterior, VectorFieldPosterior)
+#: raw traces simulated from posterior draws for the predictive figure
+NUM_PREDICTIVE_TRACES = 3
+
 
 @dataclass
 class RunResult:
@@ -47,183 +59,154 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def experiment_name(cfg: DictConfig) -> str:
-    return cfg.tracking.experiment or cfg.simulator.name
+@dataclass
+class Diagnosis:
+    """What the diagnose stage found: samples and checks at x_o, and calibration (when enabled)."""
+
+    samples: Tensor  # [n, D] posterior samples at x_o
+    metrics: dict[str, float]
+    predictive_traces: Optional[Tensor] = None  # [k, T] raw traces simulated from the first samples
+    calibration: Optional[DiagnosticsResult] = None
+
+    @property
+    def verdict(self) -> Optional[str]:
+        return None if self.calibration is None else self.calibration.verdict
 
 
-def run_tags(cfg: DictConfig, root: Path) -> dict[str, str]:
-    tags = {f"sbilab.{group}": str(cfg[group].name) for group in PART_GROUPS}
-    tags["sbilab.git_commit"] = tracking.git_commit(root)
-    return tags
+# -- the run ----------------------------------------------------------------------------------------
 
 
-def run(cfg: DictConfig, parts: Optional[Parts] = None, *, parent_run_id: Optional[str] = None,
+def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         extra_tags: Optional[Mapping[str, str]] = None) -> RunResult:
-    """Run one experiment end to end and record it in MLflow (``parts``: already built by the caller)."""
-    if parts is None:
-        check_config(cfg)
-        check_tracking_uri(str(cfg.tracking.uri))
-        parts = build_parts(cfg)
-    torch.set_num_threads(int(cfg.num_threads))
-    root = Path(cfg.paths.root)
-    observation = parts.observation
-    tags = {**run_tags(cfg, root), **(extra_tags or {})}
-    with tracking.start_run(
-        cfg.tracking.uri, experiment_name(cfg), cfg.tracking.artifact_location,
-        run_name=cfg.tracking.run_name, tags=tags, parent_run_id=parent_run_id,
-    ) as recorder:
+    """One experiment end to end, recorded in MLflow: FINISHED only after the last artifact is written."""
+    torch.set_num_threads(spec.num_threads)
+    with open_run(spec, parent_run_id=parent_run_id, extra_tags=extra_tags) as recorder:
         started = time.perf_counter()
-        record_config(cfg, recorder)
-        recorder.log_array(observation.x.numpy(), "observation.npy")
-
-        if isinstance(parts.method, SNPE):
-            last = parts.method.num_rounds - 1
-            sequential, posterior, _ = train_sequential(
-                parts.method, part_config(cfg, "estimator"),
-                lambda proposal, round_, num: simulate_round(cfg, parts, recorder, proposal, round_, num),
-                observation.x, parts.prior, trainer_config(cfg), stage_seed(int(cfg.seed), "train"),
-                int(cfg.simulation.num_simulations),
-                callbacks_for_round=lambda r: [recorder.epoch_callback(prefix="" if r == last else f"round_{r}/")],
-                on_round_end=lambda r, metrics: recorder.log_metrics(metrics, step=r),
-                embedding_net=getattr(parts.summary, "embedding_net", None),
-            )
-            trained = EnsembleTraining([sequential])
-        else:
-            trained, posterior, _ = train_amortised(cfg, parts, recorder)
-        recorder.log_metrics(trained.metrics())
-
-        with seeded(stage_seed(int(cfg.seed), "observation-samples")):
-            samples = posterior.sample((int(cfg.diagnostics.num_observation_samples),), x=observation.x,
-                                       show_progress_bars=False)
-        metrics = {**trained.metrics(),
-                   **record_posterior(cfg, parts, posterior, observation, samples, trained, recorder)}
-        gates = None
-        if cfg.diagnostics.enabled:
-            diag_metrics, gates = diagnose(cfg, parts, posterior, observation, samples, recorder)
-            metrics.update(diag_metrics)
+        fitted = train(spec, RecordingObserver(recorder))
+        recorder.log_metrics(fitted.networks.metrics())
+        posterior = build_posterior(spec, fitted)
+        diagnosis = diagnose(spec, posterior)
+        record(recorder, spec, fitted, diagnosis)
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
-        return RunResult(recorder.run_id, recorder.experiment_id, gates, metrics)
+        metrics = {**fitted.networks.metrics(), **diagnosis.metrics}
+        return RunResult(recorder.run_id, recorder.experiment_id, diagnosis.verdict, metrics)
 
 
-def record_config(cfg: DictConfig, recorder: tracking.RunRecorder) -> None:
-    """The run's params (machine paths left out) and its resolved ``config.yaml``."""
-    recorder.log_params(tracking.loggable_params(OmegaConf.to_container(cfg, resolve=True)))
-    recorder.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+@contextmanager
+def open_run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
+             extra_tags: Optional[Mapping[str, str]] = None) -> Iterator[tracking.RunRecorder]:
+    """The run's MLflow record, opened with its tags, params, ``config.yaml`` and ``observation.npy``.
+
+    Closed FINISHED when the block returns, FAILED on an exception, KILLED on Ctrl-C/SIGTERM.
+    """
+    tags = {**{f"sbilab.{group}": option for group, option in spec.choices.items()},
+            "sbilab.git_commit": tracking.git_commit(spec.paths.root), **(extra_tags or {})}
+    with tracking.start_run(spec.tracking.uri, spec.experiment_name, spec.tracking.artifact_location,
+                            run_name=spec.tracking.run_name, tags=tags, parent_run_id=parent_run_id) as recorder:
+        recorder.log_params(tracking.loggable_params(spec.config))
+        recorder.log_text(OmegaConf.to_yaml(spec.config), "config.yaml")
+        recorder.log_array(spec.observation.x.numpy(), "observation.npy")
+        yield recorder
 
 
-def trainer_config(cfg: DictConfig) -> dict[str, Any]:
-    """The ``trainer`` group with Lightning's root folder (the run's output folder)."""
-    return {**part_config(cfg, "trainer"), "root_dir": str(Path(cfg.paths.output_dir))}
+# -- simulate, train, build the posterior -----------------------------------------------------------
 
 
-def train_amortised(cfg: DictConfig, parts: Parts,
-                    recorder: tracking.RunRecorder) -> tuple[EnsembleTraining, Any, Dataset]:
-    """Simulate from the prior (cached), train the network (or ``trainer.ensemble_size`` networks) on it
-    and wrap it as a posterior; return the trained networks, the posterior and the training data."""
-    data = simulate(cfg, parts, purpose="train", num=int(cfg.simulation.num_simulations))
-    recorder.log_metrics(simulation_metrics(data))
-    recorder.set_tags({"sbilab.cache": cache_status(data)})
-    log.info("simulated %d (%d invalid) in %.1fs, cache: %s (%d/%d chunks reused)", data.num_requested,
-             data.num_invalid, data.seconds, cache_status(data), data.chunks_from_cache, data.chunks_total)
-    embedding_net = getattr(parts.summary, "embedding_net", None)  # a learned summary's x-embedding factory
-    trained = train_ensemble(parts.method, part_config(cfg, "estimator"), data.theta, data.x, trainer_config(cfg),
-                             stage_seed(int(cfg.seed), "train"),
-                             lambda k: [recorder.epoch_callback(prefix=member_prefix(k))],
-                             embedding_net=embedding_net, prior=parts.prior)
-    posterior = ensemble_posterior([parts.method.build_posterior(e, parts.prior) for e in trained.estimators])
-    return trained, posterior, data
+def simulate(spec: RunSpec, purpose: str, num: int, proposal: Optional[Any] = None) -> Dataset:
+    """``num`` (θ, x) pairs for ``purpose`` (``train``, ``test``, ...): θ from the prior, or from ``proposal``.
 
-
-def simulate(cfg: DictConfig, parts: Parts, *, purpose: str, num: int) -> Dataset:
-    """The simulation stage with this run's settings and cache key."""
-    sim = cfg.simulation
-    key_parts = {group: part_config(cfg, group) for group in ("simulator", "prior", "summary")}
+    Prior simulations are cached (``simulation.cache``) under a key of everything that
+    determines them; simulations from a proposal (later rounds of sequential methods) are not.
+    """
+    settings = spec.simulation
+    cached = proposal is None and settings.cache
+    key_parts = {group: spec.part_configs[group] for group in ("simulator", "prior", "summary")}
     return simulate_dataset(
-        parts.simulator, parts.prior, parts.summary, num, int(cfg.seed),
-        purpose=purpose, chunk_size=int(sim.chunk_size), num_workers=int(sim.num_workers), backend=str(sim.backend),
-        cache_dir=cfg.paths.cache_dir if sim.cache else None, key_parts=key_parts,
-        invalid_warn_fraction=float(sim.invalid_warn_fraction),
+        spec.parts.simulator, spec.parts.prior if proposal is None else proposal, spec.parts.summary, num,
+        spec.seeds.run, purpose=purpose, chunk_size=settings.chunk_size, num_workers=settings.num_workers,
+        backend=settings.backend, cache_dir=spec.paths.cache_dir if cached else None,
+        key_parts=key_parts if cached else None, invalid_warn_fraction=settings.invalid_warn_fraction,
     )
 
 
-def simulate_round(cfg: DictConfig, parts: Parts, recorder: tracking.RunRecorder, proposal: Any, round_: int,
-                   num: int) -> tuple[Tensor, Tensor]:
-    """Sequential methods: round 0 is the usual (cached) prior simulation; later rounds draw θ from
-    ``proposal`` (the last posterior at x_o) and are not cached."""
-    if round_ == 0:
-        data = simulate(cfg, parts, purpose="train", num=num)
-        recorder.set_tags({"sbilab.cache": cache_status(data)})
-        prefix = ""
-    else:
-        sim = cfg.simulation
-        data = simulate_dataset(
-            parts.simulator, proposal, parts.summary, num, int(cfg.seed), purpose=f"train-round-{round_}",
-            chunk_size=int(sim.chunk_size), num_workers=int(sim.num_workers), backend=str(sim.backend),
-            cache_dir=None, key_parts=None, invalid_warn_fraction=float(sim.invalid_warn_fraction),
-        )
-        prefix = f"round_{round_}/"
-    recorder.log_metrics(simulation_metrics(data, prefix=prefix))
-    log.info("round %d: simulated %d (%d invalid) in %.1fs", round_, data.num_requested, data.num_invalid,
-             data.seconds)
-    return data.theta, data.x
+def train(spec: RunSpec, observer: Any) -> Fitted:
+    """Simulate the training data and train the method's networks on it (its training strategy decides how).
+
+    ``observer`` (a :class:`~sbilab.training.TrainingObserver`) sees every epoch, dataset and round.
+    """
+    problem = TrainingProblem(
+        method=spec.parts.method, estimator=spec.part_configs["estimator"], prior=spec.parts.prior,
+        settings=spec.trainer, seed=spec.seeds.train, num_simulations=spec.simulation.num_simulations,
+        x_o=spec.observation.x, embedding_net=getattr(spec.parts.summary, "embedding_net", None),
+    )
+
+    def simulate_round(proposal: Optional[Any], round_: int, num: int) -> Dataset:
+        return simulate(spec, "train" if round_ == 0 else f"train-round-{round_}", num, proposal)
+
+    return strategy_for(spec.parts.method).fit(problem, simulate_round, observer)
 
 
-def simulation_metrics(data: Dataset, prefix: str = "") -> dict[str, float]:
-    return {
-        f"time/{prefix}simulate_s": data.seconds,
-        f"simulation/{prefix}per_second": data.per_second,
-        f"simulation/{prefix}invalid": data.num_invalid,
-        f"simulation/{prefix}chunks_from_cache": data.chunks_from_cache,
-    }
+def build_posterior(spec: RunSpec, fitted: Fitted) -> Any:
+    """The method's sbi posterior around the trained network(s); an ensemble's is their mixture."""
+    method, prior = spec.parts.method, spec.parts.prior
+    return ensemble_posterior([method.build_posterior(estimator, prior) for estimator in fitted.networks.estimators])
 
 
-def cache_status(data: Dataset) -> str:
-    if data.from_cache:
-        return "hit"
-    return "partial" if data.chunks_from_cache else "miss"
+class RecordingObserver:
+    """Records training as it happens: per-epoch losses, how each dataset was obtained, each round."""
+
+    def __init__(self, recorder: tracking.RunRecorder) -> None:
+        self.recorder = recorder
+
+    def epoch_callbacks(self, prefix: str) -> Sequence[Callback]:
+        return [self.recorder.epoch_callback(prefix=prefix)]
+
+    def dataset_simulated(self, data: Dataset, round_: int) -> None:
+        self.recorder.log_metrics(data.metrics("" if round_ == 0 else f"round_{round_}/"))
+        if round_ == 0:
+            self.recorder.set_tags({"sbilab.cache": data.cache_status})
+        log.info("round %d: simulated %d (%d invalid) in %.1fs, cache: %s (%d/%d chunks reused)", round_,
+                 data.num_requested, data.num_invalid, data.seconds, data.cache_status, data.chunks_from_cache,
+                 data.chunks_total)
+
+    def round_finished(self, round_: int, metrics: Mapping[str, float]) -> None:
+        self.recorder.log_metrics(metrics, step=round_)
 
 
-def record_posterior(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation, samples: Tensor,
-                     trained: EnsembleTraining, recorder: tracking.RunRecorder) -> dict[str, float]:
-    """Posterior samples at x_o, the posterior artifact, and the figures about them."""
-    recorder.log_array(samples.numpy(), "posterior_samples.npy")
+# -- diagnose -----------------------------------------------------------------------------------------
+
+
+def diagnose(spec: RunSpec, posterior: Any) -> Diagnosis:
+    """Posterior samples at x_o and what they say; calibration on a held-out test set when enabled."""
+    observation, seeds = spec.observation, spec.seeds
+    with seeded(seeds.observation_samples):
+        samples = posterior.sample((spec.diagnostics.num_observation_samples,), x=observation.x,
+                                   show_progress_bars=False)
+    diagnosis = Diagnosis(samples=samples, metrics=observation_metrics(posterior, samples, spec),
+                          predictive_traces=simulate_predictive_traces(spec, samples))
+    if spec.diagnostics.enabled:
+        started = time.perf_counter()
+        diagnosis.calibration, test = calibrate(spec, posterior, samples)
+        diagnosis.metrics.update(test.metrics("test_"))
+        diagnosis.metrics.update(diagnosis.calibration.metrics)
+        diagnosis.metrics["time/diagnose_s"] = time.perf_counter() - started
+    return diagnosis
+
+
+def observation_metrics(posterior: Any, samples: Tensor, spec: RunSpec) -> dict[str, float]:
+    """Where θ* (when known) falls in the posterior at x_o."""
+    observation = spec.observation
+    if observation.theta is None:
+        return {}
     metrics: dict[str, float] = {}
-    if observation.theta is not None:
-        if is_normalised(posterior):  # MCMC/VI/importance posteriors know it up to a constant
-            metrics["posterior/logprob_true_theta"] = float(
-                posterior.log_prob(observation.theta[None], x=observation.x)[0])
-        metrics["posterior/true_theta_hpd_level"] = true_theta_hpd_level(posterior, samples, observation)
-        recorder.log_metrics(metrics)
-
-    log_posterior(cfg, parts, trained, recorder)
-    first = trained.first
-    best_epoch = int(np.nanargmin(first.val_losses)) if first.val_losses else -1
-    others = [member.val_losses for member in trained.members[1:]]
-    recorder.log_figure(loss_curves(first.train_losses, first.val_losses, best_epoch, others), "plots/loss.png")
-    limits = prior_limits(cfg)
-    recorder.log_figure(pairplot(samples, parts.parameter_names, limits, observation.theta), "plots/pairplot.png")
-    figure = ppc_traces(cfg, parts, samples, observation)
-    if figure is not None:
-        recorder.log_figure(figure, "plots/ppc.png")
+    if is_normalised(posterior):  # MCMC/VI/importance posteriors know it up to a constant
+        metrics["posterior/logprob_true_theta"] = float(posterior.log_prob(observation.theta[None], x=observation.x)[0])
+    x = observation.x[None]
+    lp_samples = posterior_log_prob_batched(posterior, samples[:, None], x)[:, 0]
+    lp_true = posterior_log_prob_batched(posterior, observation.theta[None, None], x)[0, 0]
+    # the smallest HPD level whose region holds θ* (θ* lies in the 95 % region iff < 0.95)
+    metrics["posterior/true_theta_hpd_level"] = float((lp_samples > lp_true).float().mean())
     return metrics
-
-
-def log_posterior(cfg: DictConfig, parts: Parts, trained: EnsembleTraining, recorder: tracking.RunRecorder) -> None:
-    """The ``posterior/`` artifact (spec + trained weights of every member) and, unless
-    ``tracking.log_model=false``, the pyfunc model over it."""
-    learned_summary = hasattr(parts.summary, "embedding_net")  # its weights are in the state dict: rebuild it on load
-    spec = posterior_spec(part_config(cfg, "method"), part_config(cfg, "estimator"), part_config(cfg, "prior"),
-                          len(parts.parameter_names), parts.x_dim,
-                          summary_cfg=part_config(cfg, "summary") if learned_summary else None,
-                          ensemble_size=len(trained.members))
-    recorder.log_text(yaml.safe_dump(spec, sort_keys=False), f"posterior/{SPEC_FILE}")
-    recorder.log_torch_state(estimators_state(trained.estimators), f"posterior/{STATE_FILE}")
-    if cfg.tracking.get("log_model", True):
-        tracking.log_posterior_model(recorder)  # pyfunc model (from code) over the posterior/ folder
-
-
-#: posteriors whose log_prob is normalised (NPE-style and vector-field posteriors)
-NORMALISED_POSTERIORS = (DirectPosterior, VectorFieldPosterior)
 
 
 def is_normalised(posterior: Any) -> bool:
@@ -232,75 +215,100 @@ def is_normalised(posterior: Any) -> bool:
     return all(isinstance(p, NORMALISED_POSTERIORS) for p in (members or [posterior]))
 
 
-def true_theta_hpd_level(posterior: Any, samples: Tensor, observation: Observation) -> float:
-    """Smallest HPD credibility level whose region contains θ* (θ* lies in the 95 % region iff < 0.95)."""
-    from sbilab.diagnostics.sampling import posterior_log_prob_batched
-
-    x = observation.x[None]
-    lp_samples = posterior_log_prob_batched(posterior, samples[:, None], x)[:, 0]
-    lp_true = posterior_log_prob_batched(posterior, observation.theta[None, None], x)[0, 0]
-    return float((lp_samples > lp_true).float().mean())
-
-
-def prior_limits(cfg: DictConfig) -> Optional[list[list[float]]]:
-    """[low, high] per parameter for bounded priors (pairplot axes), else None."""
-    if "low" in cfg.prior and "high" in cfg.prior:
-        return [[float(lo), float(hi)] for lo, hi in zip(cfg.prior.low, cfg.prior.high)]
-    return None
-
-
-def ppc_traces(cfg: DictConfig, parts: Parts, samples: Tensor, observation: Observation, num_traces: int = 3) -> Any:
-    """Observed trace against traces simulated from a few posterior samples (trace simulators only)."""
-    axes = parts.simulator.trace_axes()
-    if axes is None or observation.raw is None:
+def simulate_predictive_traces(spec: RunSpec, samples: Tensor) -> Optional[Tensor]:
+    """Raw traces simulated from the first posterior samples (trace simulators with a raw x_o only)."""
+    simulator, raw = spec.parts.simulator, spec.observation.raw
+    axes = simulator.trace_axes()
+    if axes is None or raw is None or raw.numel() != len(axes[0]):
         return None
-    time_axis, current, scale = axes
-    if observation.raw.numel() != len(time_axis):
-        return None
-    seeds = derive_seeds(stage_seed(int(cfg.seed), "ppc-traces"), 0, num_traces)
-    predicted = parts.simulator.simulate(samples[:num_traces], seeds).numpy()
-    return predictive_traces(time_axis, observation.raw.numpy(), predicted, current, scale)
+    seeds = per_index_seeds(spec.seeds.ppc_traces, 0, NUM_PREDICTIVE_TRACES)
+    return simulator.simulate(samples[:NUM_PREDICTIVE_TRACES], seeds)
 
 
-def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation, samples: Tensor,
-             recorder: tracking.RunRecorder) -> tuple[dict[str, float], str]:
-    """Calibration on a held-out test set and a predictive check at x_o; log and return the verdict."""
-    from sbilab.diagnostics import run_diagnostics
-
-    started = time.perf_counter()
-    dcfg = cfg.diagnostics
-    test = simulate(cfg, parts, purpose="test", num=int(dcfg.num_test))
-    recorder.log_metrics(simulation_metrics(test, prefix="test_"))
-
-    ppc_theta = samples[: int(dcfg.num_ppc)]  # the first draws of the (seeded) posterior samples at x_o
-    ppc_seeds = derive_seeds(stage_seed(int(cfg.seed), "ppc"), 0, ppc_theta.shape[0])
-    predictive_x = parts.simulator.simulate_summaries(ppc_theta, ppc_seeds, parts.summary)
+def calibrate(spec: RunSpec, posterior: Any, samples: Tensor) -> tuple[DiagnosticsResult, Dataset]:
+    """SBC, coverage, TARP and recovery on held-out simulations; PPC and C2ST at x_o."""
+    settings, parts, seeds = spec.diagnostics, spec.parts, spec.seeds
+    test = simulate(spec, "test", settings.num_test)
+    ppc_theta = samples[: settings.num_ppc]  # the first draws of the (seeded) posterior samples at x_o
+    predictive_x = parts.simulator.simulate_summaries(ppc_theta, per_index_seeds(seeds.ppc, 0, ppc_theta.shape[0]),
+                                                      parts.summary)
     # the reference depends on x_o only: c2st works for simulated and given observations alike
-    reference = parts.simulator.reference_posterior(observation.x, int(dcfg.num_observation_samples),
-                                                    stage_seed(int(cfg.seed), "reference"))
+    reference = parts.simulator.reference_posterior(spec.observation.x, settings.num_observation_samples,
+                                                    seeds.reference)
     result = run_diagnostics(
         posterior, test.theta, test.x,
         parameter_names=parts.parameter_names,
-        prior_samples=sample_prior(parts.prior, 10_000, stage_seed(int(cfg.seed), "prior-moments")),
-        num_posterior_samples=int(dcfg.num_posterior_samples),
-        thresholds=dict(dcfg.thresholds),
-        seed=stage_seed(int(cfg.seed), "diagnostics"),
-        x_o=observation.x,
+        prior_samples=sample_prior(parts.prior, 10_000, seeds.prior_moments),
+        num_posterior_samples=settings.num_posterior_samples,
+        thresholds=dict(settings.thresholds),
+        seed=seeds.diagnostics.sampling,
+        x_o=spec.observation.x,
         observed_samples=samples,  # θ*'s log-prob is logged with the samples, not here
         predictive_x=predictive_x,
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,
-        c2st_max_samples=int(dcfg.num_observation_samples),  # sbibm compares 10k with 10k
+        c2st_max_samples=settings.num_observation_samples,  # sbibm compares 10k with 10k
     )
-    metrics = dict(result.metrics)
-    metrics["time/diagnose_s"] = time.perf_counter() - started
-    recorder.log_metrics(metrics)
-    for path, figure in result.figures.items():
+    return result, test
+
+
+# -- record -------------------------------------------------------------------------------------------
+
+
+def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagnosis: Optional[Diagnosis]) -> None:
+    """The posterior artifact and training curves, and (when given) everything ``diagnose`` found."""
+    record_posterior(recorder, spec, fitted)
+    first = fitted.networks.first
+    others = [member.val_losses for member in fitted.networks.members[1:]]
+    recorder.log_figure(loss_curves(first.train_losses, first.val_losses, best_epoch(first.val_losses), others),
+                        "plots/loss.png")
+    if diagnosis is None:
+        return
+    recorder.log_array(diagnosis.samples.numpy(), "posterior_samples.npy")
+    recorder.log_metrics(diagnosis.metrics)
+    observation = spec.observation
+    recorder.log_figure(pairplot(diagnosis.samples, spec.parts.parameter_names, prior_limits(spec),
+                                 observation.theta), "plots/pairplot.png")
+    if diagnosis.predictive_traces is not None:
+        time_axis, current, scale = spec.parts.simulator.trace_axes()
+        recorder.log_figure(predictive_traces(time_axis, observation.raw.numpy(), diagnosis.predictive_traces.numpy(),
+                                              current, scale), "plots/ppc.png")
+    calibration = diagnosis.calibration
+    if calibration is None:
+        return
+    for path, figure in calibration.figures.items():
         recorder.log_figure(figure, path)
-    for path, array in result.arrays.items():
+    for path, array in calibration.arrays.items():
         recorder.log_array(array, path)
-    recorder.log_dict(result.gates_dict(), "diagnostics/gates.json")
-    if result.notes:
-        recorder.log_text("\n".join(result.notes) + "\n", "diagnostics/notes.txt")
-    recorder.set_tags({"sbilab.gates": result.verdict})
-    return metrics, result.verdict
+    recorder.log_dict(calibration.gates_dict(), "diagnostics/gates.json")
+    if calibration.notes:
+        recorder.log_text("\n".join(calibration.notes) + "\n", "diagnostics/notes.txt")
+    recorder.set_tags({"sbilab.gates": calibration.verdict})
+
+
+def record_posterior(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted) -> None:
+    """The ``posterior/`` artifact (spec + weights of every network) and, unless ``tracking.log_model=false``,
+    the pyfunc model over it."""
+    configs = spec.part_configs
+    learned_summary = hasattr(spec.parts.summary, "embedding_net")  # its weights are in the state: rebuild it
+    saved = posterior_spec(configs["method"], configs["estimator"], configs["prior"],
+                           len(spec.parts.parameter_names), spec.parts.x_dim,
+                           summary_cfg=configs["summary"] if learned_summary else None,
+                           ensemble_size=len(fitted.networks.members))
+    recorder.log_text(yaml.safe_dump(saved, sort_keys=False), f"posterior/{SPEC_FILE}")
+    recorder.log_torch_state(estimators_state(fitted.networks.estimators), f"posterior/{STATE_FILE}")
+    if spec.tracking.log_model:
+        tracking.log_posterior_model(recorder)
+
+
+def best_epoch(val_losses: Sequence[float]) -> int:
+    """The epoch whose weights were kept (-1 before any epoch)."""
+    return int(np.nanargmin(val_losses)) if len(val_losses) else -1
+
+
+def prior_limits(spec: RunSpec) -> Optional[list[list[float]]]:
+    """[low, high] per parameter for bounded priors (pairplot axes), else None."""
+    prior = spec.part_configs["prior"]
+    if "low" in prior and "high" in prior:
+        return [[float(lo), float(hi)] for lo, hi in zip(prior["low"], prior["high"])]
+    return None

@@ -145,3 +145,10 @@ class _TruncatedNormal(Distribution):
         inside = (value >= self.low) & (value <= self.high)
         lp = self.normal.log_prob(value) - self.log_mass
         return torch.where(inside, lp, torch.full_like(lp, -float("inf"))).sum(-1)
+
+
+def sample_prior(prior: Distribution, num: int, seed: int) -> torch.Tensor:
+    """``num`` prior draws [num, D] (float32), reproducible from ``seed``, global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return prior.sample((num,)).reshape(num, -1).float()

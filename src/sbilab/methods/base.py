@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from sbilab.errors import ConfigError
-from sbilab.methods.estimators import _FAMILY_EXAMPLE, UNCONSTRAINED, estimator_family, estimator_kwargs
-from sbilab.methods.samplers import POSTERIOR_PARAMETERS, FittedVIPosterior, _plain
+from sbilab.methods.estimators import FAMILY_EXAMPLE, UNCONSTRAINED, estimator_family, estimator_kwargs
+from sbilab.methods.samplers import POSTERIOR_PARAMETERS, FittedVIPosterior, plain_container
 
 
 class Method(ABC):
@@ -56,7 +56,7 @@ class Method(ABC):
                 f"allowed: {', '.join(self.sample_with_choices)}"
             )
         self.sample_with = sample_with
-        self.sampling = {str(k): dict(_plain(v) or {}) for k, v in (_plain(sampling) or {}).items()}
+        self.sampling = {str(k): dict(plain_container(v) or {}) for k, v in (plain_container(sampling) or {}).items()}
         self._posterior_parameters()  # fail fast on a bad sampler setting
 
     # -- validation -----------------------------------------------------------------------------
@@ -70,13 +70,13 @@ class Method(ABC):
             raise ConfigError(
                 f"estimator.model={model!r}{given} cannot be trained by method={self.name!r}; "
                 f"allowed estimator.model: {', '.join(self.models)} "
-                f"(family {self.family}, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
+                f"(family {self.family}, e.g. estimator={FAMILY_EXAMPLE[self.family]})"
             )
         if not self.accepts_z_scoring(estimator_cfg):
             raise ConfigError(
                 f"estimator.z_score_theta={UNCONSTRAINED} (a flow on the prior's unbounded space) needs "
                 f"method=npe or snpe and a zuko_* model; got method={self.name!r}, estimator.model={model!r} "
-                f"(other methods: a z-scored estimator, e.g. estimator={_FAMILY_EXAMPLE[self.family]})"
+                f"(other methods: a z-scored estimator, e.g. estimator={FAMILY_EXAMPLE[self.family]})"
             )
 
     @classmethod

@@ -25,7 +25,7 @@ VECTOR_FIELD_MODELS = ("mlp", "ada_mlp", "transformer")
 FAMILY_MODELS = {"density": DENSITY_MODELS, "classifier": CLASSIFIER_MODELS, "vector_field": VECTOR_FIELD_MODELS}
 
 #: the config file of each family to suggest in error messages
-_FAMILY_EXAMPLE = {"density": "maf", "classifier": "classifier_resnet", "vector_field": "vf_mlp"}
+FAMILY_EXAMPLE = {"density": "maf", "classifier": "classifier_resnet", "vector_field": "vf_mlp"}
 
 
 def estimator_kwargs(estimator_cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class SNPE(NPE):
 
     Round 0 trains on prior simulations with NPE's loss; each later round simulates from
     the previous posterior at x_o, appends to all earlier data and continues training the
-    same network with the atomic APT loss (see :func:`sbilab.rounds.train_sequential`).
+    same network with the atomic APT loss (see :func:`sbilab.training.train_sequential`).
     ``simulation.num_simulations`` is the total budget, split evenly over the rounds.
     """
 

@@ -29,7 +29,7 @@ POSTERIOR_PARAMETERS = {
 }
 
 
-def _plain(value: Any) -> Any:
+def plain_container(value: Any) -> Any:
     """OmegaConf containers (specs rebuilt without ``_convert_``) as plain dicts/lists."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf

@@ -2,23 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
-
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Optional
 
 from mlflow.tracking import MlflowClient
 
 from sbilab.errors import TrackingError
+from sbilab.tracking.runs import RunRecorder, recorder_for
 from sbilab.tracking.store import check_store_exists, init_store
 
 
 def create_parent_run(uri: str, experiment: str, artifact_location: Optional[str], *, sweep_id: str,
-                      tags: Mapping[str, str]) -> str:
-    """Create the RUNNING parent run of a sweep (store and experiment initialised first)."""
+                      tags: Mapping[str, str], role: str = "sweep", run_name: Optional[str] = None) -> str:
+    """Create the RUNNING parent run of a sweep, HPO study or benchmark (store and experiment initialised first)."""
     experiment_id = init_store(uri, experiment, artifact_location)
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}",
-                            tags={"sbilab.sweep_id": sweep_id, "sbilab.role": "sweep", **tags})
+    run = client.create_run(experiment_id, run_name=run_name or f"sweep-{sweep_id}",
+                            tags={"sbilab.sweep_id": sweep_id, "sbilab.role": role, **tags})
     return run.info.run_id
+
+
+@dataclass
+class ParentRun:
+    """An open parent run: where its children go, and whether a job failed (set by the driver)."""
+
+    uri: str
+    run_id: str
+    recorder: RunRecorder
+    jobs_failed: bool = False
+    summary: str = ""
+
+
+@contextmanager
+def parent_run(uri: str, experiment: str, artifact_location: Optional[str], *, sweep_id: str, role: str,
+               tags: Mapping[str, str], run_name: Optional[str] = None) -> Iterator[ParentRun]:
+    """A parent run around the children a driver starts: RUNNING inside the block, then closed.
+
+    Closed FINISHED when every child finished and no job failed, KILLED when children were
+    killed and none failed, else FAILED (``finish_parent_run``); an exception or Ctrl-C in
+    the block counts as a failed job. ``summary`` holds the children's statuses afterwards.
+    """
+    run_id = create_parent_run(uri, experiment, artifact_location, sweep_id=sweep_id, tags=tags, role=role,
+                               run_name=run_name)
+    parent = ParentRun(uri, run_id, recorder_for(uri, run_id))
+    try:
+        yield parent
+    except BaseException:
+        parent.summary = finish_parent_run(uri, run_id, jobs_failed=True)
+        raise
+    parent.summary = finish_parent_run(uri, run_id, jobs_failed=parent.jobs_failed)
 
 
 def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
@@ -62,7 +95,7 @@ def finish_parent_run(uri: str, parent_run_id: str, jobs_failed: bool = False) -
 
 
 #: roles of parent runs (``sbilab.role`` tag) that ``resolve_parent_run`` finds
-PARENT_ROLES = ("sweep", "hpo")
+PARENT_ROLES = ("sweep", "hpo", "benchmark")
 
 
 def resolve_parent_run(uri: str, ref: Optional[str] = None) -> str:

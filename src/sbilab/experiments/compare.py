@@ -21,8 +21,6 @@ config groups (``choice.<group>`` tags) and params that differ.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -30,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from sbilab.experiments.tables import as_number, to_csv, to_markdown
 
 BUDGET_KEY = "simulation.num_simulations"
 
@@ -142,17 +142,6 @@ def metric_columns(children: Sequence[Mapping[str, Any]], patterns: Sequence[str
     return columns
 
 
-def as_number(value: Any) -> Optional[float]:
-    """A float for numeric strings and numbers, None otherwise."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number
-
-
 def _sort_key(value: Any) -> tuple:
     number = as_number(value)
     return (0, number, "") if number is not None else (1, 0.0, "" if value is None else str(value))
@@ -195,47 +184,6 @@ def comparison_rows(children: Sequence[Mapping[str, Any]], factors: Sequence[str
         rows.append(row)
     rows.sort(key=lambda r: tuple(_sort_key(r[k]) for k in factors) + (_sort_key(r.get(BUDGET_KEY)), str(r["run_name"])))
     return columns, rows
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if value == int(value) and abs(value) < 1e15:
-            return str(int(value))
-        return f"{value:.4g}"
-    return str(value)
-
-
-def to_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else (repr(row[c]) if isinstance(row[c], float) else row[c])
-                         for c in columns])
-    return out.getvalue()
-
-
-def to_markdown(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    def numeric(column: str) -> bool:
-        values = [row.get(column) for row in rows if row.get(column) is not None]
-        return bool(values) and all(as_number(v) is not None for v in values)
-
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
-             "|" + "|".join("---:" if numeric(c) else "---" for c in columns) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(cell(_format(row.get(c))) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# figure data
 
 
 def default_metric(children: Sequence[Mapping[str, Any]]) -> str:

@@ -1,4 +1,9 @@
-"""Shared start-up for the entry scripts: project root, quiet third-party logs, one-line errors."""
+"""Start-up shared by the entry scripts: project root, quiet third-party logs, one-line errors.
+
+It lives in the package, not beside the scripts, so that a job unpickled in a fresh
+process (submitit on a SLURM node) finds it. Importing it is cheap: nothing heavy is
+imported until a command runs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-ROOT = Path(__file__).resolve().parents[1]
+#: the project root: ``PROJECT_ROOT`` (set by the Makefile) or the checkout this package is installed from
+ROOT = Path(os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[2])
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")

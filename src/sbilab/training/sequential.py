@@ -10,8 +10,8 @@ then ``train()`` per round, defaults ``retrain_from_scratch=False``,
   *same* network (its z-scoring stays that of round 0) with a new Adam optimiser, a reset
   early-stopping state and sbi NPE-C's atomic loss (:func:`sbilab.methods.atomic_npe_loss`).
 
-Each round seeds the global generator with :func:`round_seed` before its split, so a
-run is reproducible and the test can replay the same stream through sbi's own trainer.
+Each round seeds the global generator with :func:`sbilab.rng.round_seed` before its split,
+so a run is reproducible and the test can replay the same stream through sbi's own trainer.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.distributions import Distribution
 
+from sbilab.config import TrainerSettings
 from sbilab.methods import SNPE
-from sbilab.training import TrainingResult, train_estimator
+from sbilab.rng import round_seed
+from sbilab.training.fit import TrainingResult, train_estimator
 
 #: (proposal, round, number of simulations) → (θ [n, D], x [n, d]); round 0's proposal is the prior,
 #: later ones a :class:`PosteriorAtObservation` (``proposal.sample((n,))`` works for both)
@@ -52,26 +54,21 @@ class PosteriorAtObservation:
         return self.posterior.log_prob(theta, x=self.x_o, **kwargs)
 
 
-def round_seed(seed: int, round_: int) -> int:
-    """The seed of round ``round_``'s split, initialisation and batch order."""
-    return int(seed) + 7919 * int(round_)
-
-
 def train_sequential(
     method: SNPE,
     estimator_cfg: Mapping[str, Any],
     simulate_round: SimulateRound,
     x_o: Tensor,
     prior: Distribution,
-    trainer_cfg: Mapping[str, Any],
+    settings: TrainerSettings,
     seed: int,
     num_simulations: int,
     *,
     callbacks_for_round: Optional[Callable[[int], Sequence[Callback]]] = None,
     on_round_end: Optional[Callable[[int, dict[str, float]], None]] = None,
     embedding_net: Optional[Callable[[], torch.nn.Module]] = None,
-) -> tuple[TrainingResult, Any, list[dict[str, float]]]:
-    """Run ``method.num_rounds`` rounds; return the last round's training, the posterior and per-round metrics.
+) -> tuple[TrainingResult, list[dict[str, float]]]:
+    """Run ``method.num_rounds`` rounds; return the last round's training and per-round metrics.
 
     ``num_simulations`` is the total budget, split with ``method.round_sizes``.
     ``callbacks_for_round(r)``: Lightning callbacks for round r (e.g. an epoch logger
@@ -90,7 +87,6 @@ def train_sequential(
     xs: list[Tensor] = []
     proposal: Any = prior
     estimator = None
-    posterior = None
     result: Optional[TrainingResult] = None
     per_round: list[dict[str, float]] = []
     total_seconds = 0.0
@@ -107,7 +103,7 @@ def train_sequential(
         round_method = method.at_round(round_, prior)
         callbacks = list(callbacks_for_round(round_)) if callbacks_for_round is not None else []
         result = train_estimator(
-            round_method, estimator_cfg, torch.cat(thetas), torch.cat(xs), trainer_cfg, round_seed(seed, round_),
+            round_method, estimator_cfg, torch.cat(thetas), torch.cat(xs), settings, round_seed(seed, round_),
             callbacks=callbacks, embedding_net=embedding_net if estimator is None else None, estimator=estimator,
             prior=prior,
         )
@@ -124,12 +120,11 @@ def train_sequential(
         per_round.append(metrics)
         if on_round_end is not None:
             on_round_end(round_, metrics)
-        # the proposal of the next round must not follow the network while it trains on
-        posterior = method.build_posterior(deepcopy(estimator) if round_ + 1 < len(sizes) else estimator, prior)
-        proposal = PosteriorAtObservation(posterior, x_o)
+        if round_ + 1 < len(sizes):  # the next round's proposal must not follow the network while it trains on
+            proposal = PosteriorAtObservation(method.build_posterior(deepcopy(estimator), prior), x_o)
 
-    assert result is not None and posterior is not None
+    assert result is not None
     result.extra["rounds"] = per_round
     result.extra["total_seconds"] = total_seconds
     result.extra["num_simulations"] = int(sum(t.shape[0] for t in thetas))
-    return result, posterior, per_round
+    return result, per_round

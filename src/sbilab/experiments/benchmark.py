@@ -21,12 +21,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from sbilab.errors import ConfigError
 from sbilab.simulators.sbibm_reference import TASKS
+
+if TYPE_CHECKING:
+    from sbilab.spec import RunSpec
 
 #: estimator for a method whose family differs from the presets' density estimator
 FAMILY_ESTIMATOR = {"classifier": "classifier_resnet", "vector_field": "vf_mlp"}
@@ -38,12 +41,12 @@ TIME_METRICS = ("time/simulate_s", "time/train_s", "time/sample_s", "time/c2st_s
 
 @dataclass
 class Job:
-    """One task × method: its composed config, its parts and the overrides that rebuild it."""
+    """One task × method: its run specification, the preset's ``benchmark`` block and the overrides."""
 
     task: str
     method: str
-    cfg: DictConfig
-    parts: Any
+    spec: "RunSpec"
+    benchmark: dict[str, Any]  # the preset's ``benchmark`` block (observations, target)
     overrides: list[str]
     choices: dict[str, str]
 
@@ -53,8 +56,13 @@ class Job:
 
     @property
     def target(self) -> Optional[float]:
-        value = OmegaConf.select(self.cfg, "benchmark.c2st_target", default=None)
+        value = self.benchmark.get("c2st_target")
         return None if value is None else float(value)
+
+    @property
+    def observations(self) -> list[int]:
+        """sbibm's ``num_observation`` values of the preset (``benchmark.observations``)."""
+        return sorted(int(k) for k in self.benchmark["observations"])
 
 
 @dataclass
@@ -138,13 +146,12 @@ def method_estimator(conf_dir: Path, method: str) -> Optional[str]:
 
 
 def compose_job(conf_dir: Path, task: str, method: str, overrides: Sequence[str], output_dir: Path) -> Job:
-    """Compose, check and build one task × method (bad input fails here, before any run exists)."""
+    """Compose, check and prepare one task × method (bad input fails here, before any run exists)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from sbilab.config import check_config, check_tracking_uri
-    from sbilab.hpo import compose_run_config, dedupe_overrides
-    from sbilab.parts import build_parts
+    from sbilab.experiments.compose import compose_run_config, dedupe_overrides
+    from sbilab.spec import prepare
 
     for item in overrides:
         if item.lstrip("+~").split("=", 1)[0] in ("experiment", "method"):
@@ -162,29 +169,23 @@ def compose_job(conf_dir: Path, task: str, method: str, overrides: Sequence[str]
         cfg, choices = compose_run_config(conf_dir, [*job_overrides, output])
     except HydraException as error:
         raise ConfigError(str(error).strip().splitlines()[0]) from None
-    check_config(cfg)
-    check_tracking_uri(str(cfg.tracking.uri))
     if OmegaConf.select(cfg, "benchmark.task", default=None) != task:
         raise ConfigError(f"experiment={task}: the preset has no benchmark.task={task} block")
     try:
-        parts = build_parts(cfg)
+        spec = prepare(cfg)
     except OmegaConfBaseException as error:  # e.g. a summary that interpolates keys these simulators lack
         raise ConfigError(str(error).strip().splitlines()[0]) from None
-    x_dim = len(cfg.benchmark.observations[str(observation_numbers(cfg)[0])].x)
-    if parts.x_dim != x_dim:
-        raise ConfigError(f"summary={cfg.summary.name}: x has {parts.x_dim} entries but sbibm's x_o of {task} has "
-                          f"{x_dim}; the benchmark conditions on sbibm's x_o as published (summary=identity)")
-    return Job(task, method, cfg, parts, shown_overrides(job_overrides), choices)
+    benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    x_dim = len(benchmark["observations"][str(min(int(k) for k in benchmark["observations"]))]["x"])
+    if spec.parts.x_dim != x_dim:
+        raise ConfigError(f"summary={cfg.summary.name}: x has {spec.parts.x_dim} entries but sbibm's x_o of {task} "
+                          f"has {x_dim}; the benchmark conditions on sbibm's x_o as published (summary=identity)")
+    return Job(task, method, spec, benchmark, shown_overrides(job_overrides), choices)
 
 
 def shown_overrides(overrides: Sequence[str]) -> list[str]:
     """Overrides without the machine's paths and store URIs (not recorded, as in ``loggable_params``)."""
     return [o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "paths."))]
-
-
-def observation_numbers(cfg: DictConfig) -> list[int]:
-    """sbibm's ``num_observation`` values of the preset (``benchmark.observations``)."""
-    return sorted(int(k) for k in cfg.benchmark.observations)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,57 +199,45 @@ def score_observation(job: Job, posterior: Any, k: int, recorder: Any) -> tuple[
 
     from sbilab.diagnostics.c2st import c2st_score
     from sbilab.rng import seeded
-    from sbilab.simulation import stage_seed
     from sbilab.simulators.sbibm_reference import published_observation
 
-    cfg = job.cfg
+    spec = job.spec
     published = published_observation(job.task, k)
     x_o = torch.as_tensor(published.x, dtype=torch.float32)
-    num = int(cfg.diagnostics.num_observation_samples)
+    num = spec.diagnostics.num_observation_samples
     started = time.perf_counter()
-    with seeded(stage_seed(int(cfg.seed), f"benchmark-samples/{k}")):
+    with seeded(spec.seeds.benchmark_samples(k)):
         samples = posterior.sample((num,), x=x_o, show_progress_bars=False)
     sampled = time.perf_counter()
     recorder.log_array(samples.numpy(), f"samples/obs_{k}.npy")
-    with threadpool_limits(limits=int(cfg.num_threads)):  # sklearn's MLP: as many BLAS threads as torch's
-        score = c2st_score(samples, published.samples, seed=stage_seed(int(cfg.seed), f"benchmark-c2st/{k}"),
-                           max_samples=num)
+    with threadpool_limits(limits=spec.num_threads):  # sklearn's MLP: as many BLAS threads as torch's
+        score = c2st_score(samples, published.samples, seed=spec.seeds.benchmark_c2st(k), max_samples=num)
     return score, sampled - started, time.perf_counter() - sampled
-
-
-def job_tags(job: Job, benchmark_id: str) -> dict[str, str]:
-    from sbilab.pipeline import run_tags
-
-    return {**run_tags(job.cfg, Path(job.cfg.paths.root)),
-            **{f"choice.{group}": option for group, option in job.choices.items()},
-            "sbilab.benchmark_id": benchmark_id, "sbilab.task": job.task,
-            "sbilab.overrides": " ".join(job.overrides)}
 
 
 def run_job(job: Job, parent_run_id: str, benchmark_id: str) -> JobResult:
     """Train once, score every observation, record the child run; a failure comes back as the error."""
     import torch
 
-    from sbilab import tracking
-    from sbilab.pipeline import experiment_name, log_posterior, record_config, train_amortised
+    from sbilab import pipeline
 
-    cfg = job.cfg
-    result = JobResult(job.task, job.method, str(cfg.estimator.name), job.target)
-    torch.set_num_threads(int(cfg.num_threads))
+    spec = job.spec
+    result = JobResult(job.task, job.method, str(spec.part_configs["estimator"]["name"]), job.target)
+    torch.set_num_threads(spec.num_threads)
+    tags = {**{f"choice.{group}": option for group, option in job.choices.items()},
+            "sbilab.benchmark_id": benchmark_id, "sbilab.task": job.task, "sbilab.overrides": " ".join(job.overrides)}
     try:
-        with tracking.start_run(cfg.tracking.uri, experiment_name(cfg), cfg.tracking.artifact_location,
-                                run_name=cfg.tracking.run_name, tags=job_tags(job, benchmark_id),
-                                parent_run_id=parent_run_id) as recorder:
+        with pipeline.open_run(spec, parent_run_id=parent_run_id, extra_tags=tags) as recorder:
             result.run_id = recorder.run_id
             started = time.perf_counter()
-            record_config(cfg, recorder)
-            trained, posterior, data = train_amortised(cfg, job.parts, recorder)  # logs time/simulate_s
-            result.times["time/simulate_s"] = data.seconds
-            result.times["time/train_s"] = trained.seconds
-            recorder.log_metrics(trained.metrics())
-            log_posterior(cfg, job.parts, trained, recorder)
+            fitted = pipeline.train(spec, pipeline.RecordingObserver(recorder))
+            result.times["time/simulate_s"] = fitted.data.seconds
+            result.times["time/train_s"] = fitted.networks.seconds
+            recorder.log_metrics(fitted.networks.metrics())
+            posterior = pipeline.build_posterior(spec, fitted)
+            pipeline.record(recorder, spec, fitted, None)
             result.times["time/sample_s"] = result.times["time/c2st_s"] = 0.0
-            for k in observation_numbers(cfg):
+            for k in job.observations:
                 result.c2st[k], sample_s, c2st_s = score_observation(job, posterior, k, recorder)
                 result.times["time/sample_s"] += sample_s
                 result.times["time/c2st_s"] += c2st_s
@@ -286,7 +275,7 @@ def _rounded(value: Optional[float], digits: int) -> Optional[str]:
 
 def csv_table(results: Sequence[JobResult]) -> str:
     """The table with full-precision numbers, every time metric, run id and error."""
-    from sbilab.compare import to_csv
+    from sbilab.experiments.tables import to_csv
 
     numbers = sorted({k for r in results for k in r.c2st})
     columns = ["task", "method", "estimator", *[f"c2st/obs_{k}" for k in numbers], "c2st/mean", "target", "pass",
@@ -299,7 +288,7 @@ def csv_table(results: Sequence[JobResult]) -> str:
 
 def write_tables(results: Sequence[JobResult], output_dir: Path, recorder: Any) -> str:
     """``results.md`` / ``results.csv`` in ``output_dir`` and on the parent run; return the markdown."""
-    from sbilab.compare import to_markdown
+    from sbilab.experiments.tables import to_markdown
 
     markdown = to_markdown(*table_rows(results))
     csv_text = csv_table(results)
@@ -338,30 +327,22 @@ def run_benchmark(tasks: Sequence[str], methods: Sequence[str], overrides: Seque
     check_selection(tasks, methods, conf_dir)
     jobs = [compose_job(conf_dir, task, method, overrides, output_dir) for task in tasks for method in methods]
     fetch()  # SbibmDataUnavailable (one line) before any run exists
-    first, shown = jobs[0].cfg, " ".join(shown_overrides(overrides))
-    uri, benchmark_id = str(first.tracking.uri), f"benchmark-{output_dir.name}"
-    parent_run_id = tracking.create_parent_run(
-        uri, str(first.tracking.experiment), first.tracking.artifact_location, sweep_id=benchmark_id,
-        tags={"sbilab.role": "benchmark", "sbilab.sweep_overrides": shown,
-              "sbilab.git_commit": tracking.git_commit(Path(first.paths.root))},
-    )
-    tracking.set_run_name(uri, parent_run_id, benchmark_id)
-    parent = tracking.recorder_for(uri, parent_run_id)
-    parent.log_params({"benchmark.tasks": " ".join(tasks), "benchmark.methods": " ".join(methods),
-                       "benchmark.overrides": shown, "seed": first.seed})
-    echo(f"sbilab: {benchmark_id}: parent run {parent_run_id}; {len(jobs)} task x method, output {output_dir}")
+    first, shown = jobs[0].spec, " ".join(shown_overrides(overrides))
+    benchmark_id = f"benchmark-{output_dir.name}"
     results: list[JobResult] = []
-    interrupted = True
-    try:
-        for job in jobs:
-            results.append(run_job(job, parent_run_id, benchmark_id))
-            echo(result_line(results[-1]))
-            if results[-1].mean is not None:
-                parent.log_metrics({f"c2st/{job.task}/{job.method}": results[-1].mean})
-        interrupted = False
-    finally:
+    with tracking.parent_run(first.tracking.uri, first.experiment_name, first.tracking.artifact_location,
+                             sweep_id=benchmark_id, role="benchmark", run_name=benchmark_id,
+                             tags={"sbilab.sweep_overrides": shown,
+                                   "sbilab.git_commit": tracking.git_commit(first.paths.root)}) as parent:
+        parent.recorder.log_params({"benchmark.tasks": " ".join(tasks), "benchmark.methods": " ".join(methods),
+                                    "benchmark.overrides": shown, "seed": first.seeds.run})
+        echo(f"sbilab: {benchmark_id}: parent run {parent.run_id}; {len(jobs)} task x method, output {output_dir}")
         try:
-            table = write_tables(results, output_dir, parent)
+            for job in jobs:
+                results.append(run_job(job, parent.run_id, benchmark_id))
+                echo(result_line(results[-1]))
+                if results[-1].mean is not None:
+                    parent.recorder.log_metrics({f"c2st/{job.task}/{job.method}": results[-1].mean})
         finally:
-            summary = tracking.finish_parent_run(uri, parent_run_id, jobs_failed=interrupted)
-    return BenchmarkResult(parent_run_id, benchmark_id, results, table, output_dir, summary)
+            table = write_tables(results, output_dir, parent.recorder)
+    return BenchmarkResult(parent.run_id, benchmark_id, results, table, output_dir, parent.summary)

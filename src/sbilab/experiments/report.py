@@ -1,0 +1,61 @@
+"""What the entry scripts print around a run: run id, verdict, where to look (no Hydra here)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Mapping, Optional
+from urllib.parse import urlparse
+
+from sbilab.spec import RunSpec
+
+#: exit code of `diagnostics.strict=true` runs whose gates failed
+GATES_FAILED_EXIT = 3
+#: metrics shown on a sweep's one-line-per-job progress
+PROGRESS_METRICS = ("val/loss_best", "c2st", "tarp/atc", "coverage/error")
+
+
+def ui_hint(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where to look at a run: the UI URL (after `make ui`) for the default store."""
+    base = tracking_uri if urlparse(tracking_uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def train_and_report(spec: RunSpec, parent_run_id: Optional[str] = None,
+                     extra_tags: Optional[Mapping[str, str]] = None) -> int:
+    """Run the pipeline, print run id, verdict and how to open it; return the exit code."""
+    from sbilab.pipeline import run
+
+    started = time.perf_counter()
+    result = run(spec, parent_run_id=parent_run_id, extra_tags=extra_tags)
+    strict_failure = result.gates == "fail" and spec.diagnostics.strict
+    if parent_run_id:
+        tags = extra_tags or {}
+        shown = " ".join(f"{k}={result.metrics[k]:.4g}" for k in PROGRESS_METRICS if k in result.metrics)
+        print(f"sbilab: job {tags.get('sbilab.job', '?')} done: run {result.run_id} "
+              f"[{tags.get('sbilab.overrides', '')}] {shown} gates={result.gates} "
+              f"({time.perf_counter() - started:.0f}s)", flush=True)
+        return GATES_FAILED_EXIT if strict_failure else 0
+    print(f"sbilab: run {result.run_id} FINISHED (experiment {result.experiment_id})")
+    if result.gates is not None:
+        print(f"sbilab: calibration gates: {result.gates.upper()}")
+    print(f"sbilab: open it with `make ui`, then {ui_hint(spec.tracking.uri, result.experiment_id, result.run_id)}")
+    sys.stdout.flush()
+    if strict_failure:
+        print("sbilab: diagnostics.strict=true and a gate failed: exiting non-zero", file=sys.stderr)
+        return GATES_FAILED_EXIT
+    return 0
+
+
+def simulate_and_report(spec: RunSpec) -> int:
+    """Simulate (or find in the cache) the datasets a run of ``spec`` needs; print where they are."""
+    from sbilab.pipeline import simulate
+
+    purposes = [("train", spec.simulation.num_simulations)]
+    if spec.diagnostics.enabled:
+        purposes.append(("test", spec.diagnostics.num_test))
+    for purpose, num in purposes:
+        data = simulate(spec, purpose, num)
+        print(f"sbilab: {purpose}: {num} simulations, {data.num_invalid} invalid, cache {data.cache_status} "
+              f"({data.chunks_from_cache}/{data.chunks_total} chunks reused), {data.seconds:.1f}s, key {data.key}")
+    return 0

@@ -1,0 +1,111 @@
+"""Multirun sweeps: one MLflow parent run per Hydra multirun, created before any job starts.
+
+The Hydra callback runs in the launching process: it initialises the store (so
+parallel jobs never race on schema creation), opens the parent run and hands its id
+to the jobs through the environment; each job (``scripts/train.py`` in a launcher's
+process) finds it with :func:`sweep_job`. Hydra turns callback exceptions into
+warnings, so a failure here exits the multirun instead of raising.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+PARENT_ENV = "SBILAB_PARENT_RUN_ID"
+SWEEP_ENV = "SBILAB_SWEEP_ID"
+
+
+@dataclass
+class SweepJob:
+    """The parent run of the multirun this job belongs to, and the job's sweep tags."""
+
+    parent_run_id: str
+    tags: dict[str, str]
+
+
+def sweep_job() -> Optional[SweepJob]:
+    """This job's sweep context inside a multirun (Hydra's runtime config), else ``None``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    parent_run_id = os.environ.get(PARENT_ENV)
+    if hydra_cfg.mode != RunMode.MULTIRUN or not parent_run_id:
+        return None
+    tags = {f"choice.{group}": str(option) for group, option in hydra_cfg.runtime.choices.items()
+            if not group.startswith("hydra") and option is not None}
+    tags["sbilab.sweep_id"] = os.environ.get(SWEEP_ENV, "")
+    tags["sbilab.job"] = str(hydra_cfg.job.num)
+    tags["sbilab.overrides"] = " ".join(hydra_cfg.overrides.task)
+    return SweepJob(parent_run_id, tags)
+
+
+class SweepParentRun(Callback):
+    """Hydra callback (``hydra.callbacks``): a parent run around a multirun, compared when it ends.
+
+    MLflow is imported only when a multirun starts, so single runs start fast.
+    """
+
+    def __init__(self, compare: bool = True) -> None:
+        self.compare = compare
+        self.stack: Optional[ExitStack] = None
+        self.parent: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Launchers pickle the callbacks into their jobs: the open parent run stays in this process."""
+        return {**self.__dict__, "stack": None, "parent": None}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            from sbilab import tracking
+
+            HydraConfig.instance().set_config(config)
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
+            overrides = " ".join(config.hydra.overrides.task)
+            self.stack = ExitStack()
+            self.parent = self.stack.enter_context(tracking.parent_run(
+                str(config.tracking.uri), str(config.tracking.experiment or config.simulator.name),
+                config.tracking.artifact_location, sweep_id=sweep_id, role="sweep",
+                tags={"hydra.sweep_dir": str(sweep_dir), "sbilab.sweep_overrides": overrides}))
+        except Exception as error:  # Hydra would only warn: stop the multirun instead
+            print(f"sbilab: error: cannot create the sweep's parent run: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+        os.environ[PARENT_ENV] = self.parent.run_id
+        os.environ[SWEEP_ENV] = sweep_id
+        # Hydra skips on_multirun_end when a job failed: close the parent at exit in any case
+        atexit.register(self._finish, interrupted=True)
+        print(f"sbilab: sweep {sweep_id}: parent run {self.parent.run_id}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(interrupted=False)
+
+    def _finish(self, interrupted: bool) -> None:
+        """Close the parent (FAILED unless every child finished) and compare the children, once."""
+        if self.stack is None:
+            return
+        stack, parent, self.stack = self.stack, self.parent, None
+        parent.jobs_failed = interrupted
+        stack.close()
+        print(f"sbilab: sweep {'ended early' if interrupted else 'finished'}: {parent.summary}", flush=True)
+        if not self.compare:
+            return
+        from sbilab.experiments.compare import compare_sweep
+
+        try:
+            compare_sweep(parent.uri, parent.run_id)
+        except Exception as error:
+            print(f"sbilab: error: comparison of sweep {parent.run_id} failed: {error}", file=sys.stderr)
+            if not interrupted:
+                raise SystemExit(2) from error

@@ -1,0 +1,170 @@
+"""``prepare(cfg)``: the one place a composed config is checked and turned into a typed run specification.
+
+Everything here is cheap (one pilot simulation at most), so bad input fails in
+seconds, before any simulation or MLflow run; MLflow and Lightning are not imported.
+Below this module no function sees the config: stages and drivers take the
+:class:`RunSpec` and the plain values it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+from sbilab.config import (
+    DiagnosticsSettings,
+    SimulationSettings,
+    TrackingSettings,
+    TrainerSettings,
+    check_config,
+    check_tracking_uri,
+)
+from sbilab.errors import ConfigError, ObservationError
+from sbilab.methods import Method
+from sbilab.observation import Observation, make_observation
+from sbilab.priors import sample_prior
+from sbilab.rng import RunSeeds, per_index_seeds
+from sbilab.simulators.base import Simulator
+
+#: config groups whose chosen option becomes an ``sbilab.<group>`` tag
+PART_GROUPS = ("simulator", "prior", "summary", "estimator", "method")
+
+
+@dataclass
+class Parts:
+    """The instantiated parts of a run."""
+
+    simulator: Simulator
+    prior: torch.distributions.Distribution
+    summary: Any
+    method: Method
+    parameter_names: list[str]
+    x_dim: int
+
+
+@dataclass
+class Paths:
+    """Where a run reads and writes on this machine (never recorded as params)."""
+
+    root: Path
+    cache_dir: Path
+    output_dir: Path
+
+
+@dataclass
+class RunSpec:
+    """A checked, resolved run: its parts, settings, observation and seeds, as plain typed values."""
+
+    config: dict[str, Any]  # the composed config, resolved: what the run records
+    part_configs: dict[str, dict[str, Any]]  # each part group's config (cache keys, posterior spec)
+    parts: Parts
+    observation: Observation
+    simulation: SimulationSettings
+    trainer: TrainerSettings
+    diagnostics: DiagnosticsSettings
+    tracking: TrackingSettings
+    seeds: RunSeeds
+    num_threads: int
+    paths: Paths
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment: ``tracking.experiment``, else the simulator's name."""
+        return self.tracking.experiment or str(self.part_configs["simulator"]["name"])
+
+    @property
+    def choices(self) -> dict[str, str]:
+        """The chosen option of each part group (``sbilab.<group>`` tags)."""
+        return {group: str(self.part_configs[group].get("name")) for group in PART_GROUPS}
+
+    def with_tracking(self, **changes: Any) -> "RunSpec":
+        """A copy with some tracking settings changed (drivers name their runs and experiments)."""
+        return replace(self, tracking=replace(self.tracking, **changes))
+
+
+def part_config(cfg: DictConfig, group: str) -> dict[str, Any]:
+    """A group's config as a plain dict (interpolations resolved).
+
+    A part that interpolates a key the other chosen parts lack (``summary=hh_features``
+    reads ``simulator.duration``) is bad input: one line naming the part and the key.
+    """
+    try:
+        return OmegaConf.to_container(cfg[group], resolve=True)  # type: ignore[return-value]
+    except InterpolationResolutionError as error:
+        option = OmegaConf.select(cfg, f"{group}.name", default="?", throw_on_resolution_failure=False)
+        raise ConfigError(f"{group}={option}: {str(error).strip().splitlines()[0]} (at {error.full_key}); "
+                          f"this {group} does not fit the other parts chosen") from None
+
+
+def instantiate_part(cfg: Mapping[str, Any]) -> Any:
+    """Build a part from its config with Hydra, ignoring the descriptive ``name`` key."""
+    return instantiate({k: v for k, v in cfg.items() if k != "name"}, _convert_="all")
+
+
+def build_parts(part_configs: Mapping[str, Mapping[str, Any]], settings_seed: int, ensemble_size: int) -> Parts:
+    """Instantiate simulator, prior, summary and method and check that they fit together."""
+    simulator = instantiate_part(part_configs["simulator"])
+    prior = instantiate_part(part_configs["prior"])
+    summary = instantiate_part(part_configs["summary"])
+    method = instantiate_part(part_configs["method"])
+    names = list(part_configs["prior"]["names"])
+    prior_dim = int(sample_prior(prior, 1, 0).shape[1])
+    if len(names) != prior_dim:
+        raise ConfigError(f"prior.names has {len(names)} entries but the prior has {prior_dim} parameters")
+    if prior_dim != simulator.parameter_dim:
+        raise ConfigError(
+            f"prior has {prior_dim} parameters ({', '.join(names)}) but simulator "
+            f"{part_configs['simulator']['name']!r} takes {simulator.parameter_dim}"
+        )
+    method.check_estimator(part_configs["estimator"])
+    method.check_summary(summary)  # a learned summary (embedding_net) needs a method that conditions on x
+    if ensemble_size > 1 and not method.amortised:
+        raise ConfigError(f"trainer.ensemble_size={ensemble_size} is not available for "
+                          f"method={method.name!r}, which trains one network round by round; allowed: 1 "
+                          "(ensembles: an amortised method, e.g. method=npe)")
+    pilot_theta = sample_prior(prior, 1, RunSeeds(settings_seed).pilot)
+    x_dim = int(simulator.simulate_summaries(pilot_theta, per_index_seeds(0, 0, 1), summary).reshape(1, -1).shape[1])
+    return Parts(simulator, prior, summary, method, names, x_dim)
+
+
+def check_inside_prior(theta: Optional[torch.Tensor], prior: torch.distributions.Distribution,
+                       prior_config: Mapping[str, Any]) -> None:
+    """θ* must lie where the prior has mass: else no posterior can contain it (and plots break)."""
+    if theta is None:
+        return
+    with torch.no_grad():
+        inside = bool(torch.isfinite(prior.log_prob(theta[None])).all())
+    if not inside:
+        bounds = {k: prior_config[k] for k in ("low", "high") if k in prior_config}
+        support = ", ".join(f"prior.{k}={list(v)}" for k, v in bounds.items()) or "its support"
+        raise ObservationError(
+            f"observation.theta={theta.tolist()} lies outside the prior (prior={prior_config.get('name')}: "
+            f"{support}); choose θ* inside it or widen the prior"
+        )
+
+
+def prepare(cfg: DictConfig) -> RunSpec:
+    """Check ``cfg`` completely and resolve it into a :class:`RunSpec` (one ``UserInputError`` line if bad)."""
+    settings = check_config(cfg)
+    check_tracking_uri(settings.tracking.uri)
+    part_configs = {group: part_config(cfg, group) for group in PART_GROUPS}
+    parts = build_parts(part_configs, settings.run.seed, settings.trainer.ensemble_size)
+    if settings.observation.name == "synthetic":
+        theta_o = torch.as_tensor([float(v) for v in settings.observation.theta], dtype=torch.float32)
+        if theta_o.numel() == parts.simulator.parameter_dim:
+            check_inside_prior(theta_o, parts.prior, part_configs["prior"])
+    observation = make_observation(parts.simulator, parts.summary, settings.observation, parts.x_dim)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    paths = Paths(Path(config["paths"]["root"]), Path(config["paths"]["cache_dir"]),
+                  Path(config["paths"]["output_dir"]))
+    trainer = replace(settings.trainer, root_dir=str(paths.output_dir))
+    return RunSpec(config=config, part_configs=part_configs, parts=parts, observation=observation,
+                   simulation=settings.simulation, trainer=trainer, diagnostics=settings.diagnostics,
+                   tracking=settings.tracking, seeds=RunSeeds(settings.run.seed),
+                   num_threads=settings.run.num_threads, paths=paths)

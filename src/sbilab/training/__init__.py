@@ -1,0 +1,24 @@
+"""Training sbi networks in a Lightning loop: one network, an ensemble, or the rounds of a sequential method."""
+
+from sbilab.training.data import Split, make_loaders, split_indices
+from sbilab.training.ensemble import EnsembleTraining, member_prefix, train_ensemble
+from sbilab.training.fit import TrainingResult, train_estimator
+from sbilab.training.module import EpochEnd, EstimatorModule, StopAtMinimumRate
+from sbilab.training.sequential import PosteriorAtObservation, train_sequential
+from sbilab.training.strategy import (
+    AmortisedTraining,
+    Fitted,
+    SequentialTraining,
+    SilentObserver,
+    SimulateFn,
+    TrainingObserver,
+    TrainingProblem,
+    strategy_for,
+)
+
+__all__ = [
+    "AmortisedTraining", "EnsembleTraining", "EpochEnd", "EstimatorModule", "Fitted", "PosteriorAtObservation",
+    "SequentialTraining", "SilentObserver", "SimulateFn", "Split", "StopAtMinimumRate", "TrainingObserver",
+    "TrainingProblem", "TrainingResult", "make_loaders", "member_prefix", "split_indices", "strategy_for",
+    "train_ensemble", "train_estimator", "train_sequential",
+]

@@ -1,0 +1,114 @@
+"""How a method spends its simulation budget on training: amortised (once, from the prior) or in rounds.
+
+A strategy gets a :class:`TrainingProblem` (plain values), a function that simulates
+a dataset from the prior or from a proposal, and an observer that sees each epoch,
+dataset and round (the pipeline logs them). It returns the fitted networks and the
+data they were trained on; the posterior is built from them afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from sbilab.config import TrainerSettings
+from sbilab.methods import Method
+from sbilab.simulation import Dataset
+from sbilab.training.ensemble import EnsembleTraining, member_prefix, train_ensemble
+from sbilab.training.sequential import train_sequential
+
+#: (proposal, round, number of simulations) → dataset; proposal ``None`` means the prior (round 0)
+SimulateFn = Callable[[Optional[Any], int, int], Dataset]
+
+
+class TrainingObserver(Protocol):
+    """What a strategy reports while it runs (the pipeline records it)."""
+
+    def epoch_callbacks(self, prefix: str) -> Sequence[Callback]:
+        """Lightning callbacks for one network's epochs; ``prefix`` names the member or round."""
+
+    def dataset_simulated(self, data: Dataset, round_: int) -> None:
+        """A dataset was simulated for round ``round_`` (0: from the prior)."""
+
+    def round_finished(self, round_: int, metrics: Mapping[str, float]) -> None:
+        """Round ``round_`` of a sequential method trained (its ``round/*`` metrics)."""
+
+
+class SilentObserver:
+    """An observer that records nothing (drivers and tests that only want the networks)."""
+
+    def epoch_callbacks(self, prefix: str) -> Sequence[Callback]:
+        return ()
+
+    def dataset_simulated(self, data: Dataset, round_: int) -> None:
+        pass
+
+    def round_finished(self, round_: int, metrics: Mapping[str, float]) -> None:
+        pass
+
+
+@dataclass
+class TrainingProblem:
+    """Everything training needs, as plain values."""
+
+    method: Method
+    estimator: Mapping[str, Any]  # the estimator config (sbi builder keys)
+    prior: Distribution
+    settings: TrainerSettings
+    seed: int  # the run's training seed
+    num_simulations: int  # the whole budget (sequential methods split it over rounds)
+    x_o: Tensor  # the observation sequential methods train at
+    embedding_net: Optional[Callable[[], nn.Module]] = None  # a learned summary's x-embedding factory
+
+
+@dataclass
+class Fitted:
+    """The trained networks and the prior simulations they started from."""
+
+    networks: EnsembleTraining
+    data: Dataset  # round 0: simulations from the prior
+    rounds: list[dict[str, float]] = field(default_factory=list)  # per-round metrics (sequential methods)
+
+
+class AmortisedTraining:
+    """Simulate the whole budget from the prior once; train ``trainer.ensemble_size`` networks on it."""
+
+    def fit(self, problem: TrainingProblem, simulate: SimulateFn, observer: TrainingObserver) -> Fitted:
+        data = simulate(None, 0, problem.num_simulations)
+        observer.dataset_simulated(data, 0)
+        networks = train_ensemble(problem.method, problem.estimator, data.theta, data.x, problem.settings,
+                                  problem.seed, lambda k: observer.epoch_callbacks(member_prefix(k)),
+                                  embedding_net=problem.embedding_net, prior=problem.prior)
+        return Fitted(networks, data)
+
+
+class SequentialTraining:
+    """Rounds at x_o: round 0 from the prior, each later round from the last posterior (one network)."""
+
+    def fit(self, problem: TrainingProblem, simulate: SimulateFn, observer: TrainingObserver) -> Fitted:
+        prior_data: list[Dataset] = []
+
+        def simulate_round(proposal: Any, round_: int, num: int) -> tuple[Tensor, Tensor]:
+            data = simulate(None if round_ == 0 else proposal, round_, num)
+            observer.dataset_simulated(data, round_)
+            if round_ == 0:
+                prior_data.append(data)
+            return data.theta, data.x
+
+        last = problem.method.num_rounds - 1  # type: ignore[attr-defined]
+        result, rounds = train_sequential(
+            problem.method, problem.estimator, simulate_round, problem.x_o, problem.prior,  # type: ignore[arg-type]
+            problem.settings, problem.seed, problem.num_simulations,
+            callbacks_for_round=lambda r: observer.epoch_callbacks("" if r == last else f"round_{r}/"),
+            on_round_end=observer.round_finished, embedding_net=problem.embedding_net,
+        )
+        return Fitted(EnsembleTraining([result]), prior_data[0], rounds)
+
+
+def strategy_for(method: Method) -> AmortisedTraining | SequentialTraining:
+    """Amortised methods train once on prior simulations; the others train in rounds at x_o."""
+    return AmortisedTraining() if method.amortised else SequentialTraining()

@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all simulate bench benchmark sweep compare hpo register ui clean
+.PHONY: help install train test test-slow test-all lint simulate bench benchmark sweep compare hpo register ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test-slow: $(STAMP) ## only the tests marked slow
 
 test-all: $(STAMP) ## every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff (pycodestyle, pyflakes, import order, bugbear) over src, tests and scripts
+	$(VENV)/bin/ruff check src tests scripts
 
 simulate: $(STAMP) ## fill the simulation cache without training (same overrides as train)
 	$(PY) scripts/simulate.py $(ARGS)

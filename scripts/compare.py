@@ -13,6 +13,7 @@ import sys
 
 from sbilab import entry
 
+
 def main(argv: list[str]) -> int:
     ref, metric, overrides, ignored = entry.store_command(argv, __doc__, "ref", "metric")
     if ignored:

@@ -6,9 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_train
+from mlflow.tracking import MlflowClient
 
 SUMMARY = ["observation=summary"]
 RECORDING = ["observation=recording"]
@@ -80,7 +79,8 @@ def test_bad_input_fails_fast_with_the_key_and_loses_nothing(populated_store, tm
     _files(tmp_path)
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     # the tracking cases replace the store override; the others write into the populated store
-    store_overrides = [o for o in overrides if not (o.startswith("tracking.uri") and any(a.startswith("tracking.uri") for a in args))]
+    replaces_store = any(a.startswith("tracking.uri") for a in args)
+    store_overrides = [o for o in overrides if not (o.startswith("tracking.uri") and replaces_store)]
     started = time.monotonic()
     result = run_train(["simulation.num_simulations=200", *args, *store_overrides], timeout=60)
     elapsed = time.monotonic() - started

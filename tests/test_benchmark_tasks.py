@@ -20,10 +20,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from sbi.utils.metrics import c2st
 
-from sbilab.config import check_config
-from sbilab.config import SyntheticObservation
+from sbilab.config import SyntheticObservation, check_config
 from sbilab.observation import make_observation
-from sbilab.spec import instantiate_part, part_config
 from sbilab.priors import sample_prior
 from sbilab.simulators import sbibm_reference
 from sbilab.simulators.base import derive_seeds
@@ -36,6 +34,7 @@ from sbilab.simulators.benchmark_tasks import (
     row_uniforms,
     smc_sample,
 )
+from sbilab.spec import instantiate_part, part_config
 from sbilab.summaries.identity import Identity
 
 torch.set_num_threads(1)
@@ -366,7 +365,8 @@ def test_experiment_selects_sbibm_observations(name):
         assert list(cfg.observation.theta) == theta_k and list(cfg.benchmark.x_o) == x_k
     cfg = _compose([f"experiment={name}", "observation=summary", "observation.x=${benchmark.x_o}"])
     check_config(cfg)
-    assert OmegaConf.to_container(cfg.observation, resolve=True)["x"] == sbibm_reference.benchmark_observation(name, 1)[1]
+    x_o = OmegaConf.to_container(cfg.observation, resolve=True)["x"]
+    assert x_o == sbibm_reference.benchmark_observation(name, 1)[1]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_train
+from mlflow.tracking import MlflowClient
 
 EXPECTED_ARTIFACTS = {"config.yaml", "posterior_samples.npy", "observation.npy", "posterior/spec.yaml",
                       "posterior/estimator.pt", "plots/loss.png", "plots/pairplot.png", "plots/ppc.png",

@@ -23,10 +23,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import NullTracker
 from matplotlib.figure import Figure
 from torch.distributions import MultivariateNormal
-
-from conftest import NullTracker
 
 from sbilab.diagnostics import (
     FIGURE_KEYS,
@@ -403,9 +402,9 @@ def test_real_sbi_direct_posterior_smoke():
 
 def test_truncated_sampler_matches_rejection_and_drops_hopeless_points():
     """Adaptive per-point truncation to the prior = sbi's rejection sampling, without the worst-point cost."""
-    from scipy import stats
     from sbi.inference import NPE
     from sbi.utils import BoxUniform
+    from scipy import stats
 
     from sbilab.diagnostics.sampling import _prior_support_mask, truncated_sample_batched
 

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_train
+from mlflow.tracking import MlflowClient
 
 TINY = [
     "simulation.num_simulations=300",

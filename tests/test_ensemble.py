@@ -8,12 +8,12 @@ import torch
 from sbi.inference.posteriors import DirectPosterior
 from sbi.utils import BoxUniform
 
-from sbilab.diagnostics.sampling import posterior_log_prob_batched, sample_posterior_batched
 from sbilab.config import TrainerSettings
+from sbilab.diagnostics.sampling import posterior_log_prob_batched, sample_posterior_batched
 from sbilab.ensemble import PosteriorEnsemble, ensemble_posterior, mixture_log_prob
-from sbilab.rng import member_seed
 from sbilab.methods import NPE
 from sbilab.posterior_io import estimators_state, posterior_spec, rebuild_posterior
+from sbilab.rng import member_seed
 from sbilab.training import EnsembleTraining, member_prefix, train_ensemble, train_estimator
 
 PRIOR = BoxUniform(-10 * torch.ones(2), 10 * torch.ones(2))

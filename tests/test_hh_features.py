@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from sbilab.summaries.hh_features import FEATURE_NAMES, HHFeatures, hh_feature_array
 from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.summaries.hh_features import FEATURE_NAMES, HHFeatures, hh_feature_array
 
 P = HHParams()
 T = P.time()

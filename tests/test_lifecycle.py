@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT, run_train
+from mlflow.tracking import MlflowClient
 
 X_OBS = "observation.x=[5,-70,0.1,-55,300,3,15]"
 FOREVER = ["simulation.num_simulations=1000", "trainer.max_epochs=-1", "trainer.stop_after_epochs=100000",

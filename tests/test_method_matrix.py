@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import run_train
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-
-from conftest import run_train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = {
@@ -38,7 +37,8 @@ def test_method_runs_end_to_end(store, tmp_path, simulator, method):
 
     # one network: the gaussian_linear preset's ensemble is NPE's (snpe refuses one; MCMC methods would sample 10)
     cfg = _compose([f"experiment={simulator}", f"method={method}", f"estimator={METHODS[method]}", *TINY,
-                    "trainer.ensemble_size=1", *store["overrides"], f"paths.cache_dir={tmp_path}/cache", f"paths.output_dir={tmp_path}/out",
+                    "trainer.ensemble_size=1", *store["overrides"], f"paths.cache_dir={tmp_path}/cache",
+                    f"paths.output_dir={tmp_path}/out",
                     f"tracking.experiment={simulator}"])
     result = run(prepare(cfg))
     run_record = MlflowClient(store["uri"]).get_run(result.run_id)

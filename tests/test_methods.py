@@ -8,23 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import NullTracker
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from sbi.inference import NPE as SbiNPE
-from sbi.inference import NRE_B, NRE_C
-from sbi.inference import NPE_C
+from sbi.inference import NPE_C, NRE_B, NRE_C
 from sbi.neural_nets import classifier_nn, posterior_nn
 from sbi.utils import BoxUniform
 
+from sbilab.config import TrainerSettings
 from sbilab.errors import ConfigError
 from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, atomic_npe_loss, methods_for_estimator
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
-from sbilab.config import TrainerSettings
 from sbilab.rng import round_seed
-from sbilab.training import train_sequential
-from sbilab.training import train_estimator
-from conftest import NullTracker
+from sbilab.training import train_estimator, train_sequential
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = {"batch_size": 50, "learning_rate": 1e-3, "validation_fraction": 0.1, "stop_after_epochs": 3,
@@ -137,7 +135,10 @@ def test_nre_matches_sbi_training(variant):
     config = {"hidden_features": 20}
     trainer = {**TRAINER, "learning_rate": 5e-4, "max_epochs": 6}
     torch.manual_seed(11)
-    sbi_class, train_kwargs = (NRE_B, {"num_atoms": 10}) if variant == "b" else (NRE_C, {"num_classes": 5, "gamma": 1.0})
+    if variant == "b":
+        sbi_class, train_kwargs = NRE_B, {"num_atoms": 10}
+    else:
+        sbi_class, train_kwargs = NRE_C, {"num_classes": 5, "gamma": 1.0}
     inference = sbi_class(prior=prior, classifier=classifier_nn("mlp", **config), tracker=NullTracker(),
                           show_progress_bars=False)
     inference.append_simulations(theta, x)
@@ -146,7 +147,8 @@ def test_nre_matches_sbi_training(variant):
 
     torch.manual_seed(11)
     prior.sample((1,))  # sbi's constructor draws once from the prior
-    result = train_estimator(NRE(variant=variant), {"model": "mlp", **config}, theta, x, TrainerSettings(**trainer), seed=None)
+    result = train_estimator(NRE(variant=variant), {"model": "mlp", **config}, theta, x, TrainerSettings(**trainer),
+                             seed=None)
     # sbi's NRE `_loss` is already a batch mean, and its epoch loss divides by the batch size again
     ours = torch.tensor(result.val_losses, dtype=torch.float64) / 50
     assert len(ours) == len(sbi_val) == 6

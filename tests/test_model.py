@@ -39,7 +39,8 @@ def _posterior_run(store: dict, *, with_model: bool) -> str:
     """A FINISHED run with a real (briefly trained) sbi posterior artifact, as the pipeline writes it."""
     generator = torch.Generator().manual_seed(0)
     theta = torch.rand(200, THETA_DIM, generator=generator) * torch.tensor([79.5, 15.0]) + torch.tensor([0.5, 0.0])
-    x = torch.cat([theta, theta.sum(1, keepdim=True)], 1).repeat(1, 3)[:, :X_DIM] + torch.randn(200, X_DIM, generator=generator)
+    noise = torch.randn(200, X_DIM, generator=generator)
+    x = torch.cat([theta, theta.sum(1, keepdim=True)], 1).repeat(1, 3)[:, :X_DIM] + noise
     torch.manual_seed(0)
     estimator = NPE().build_estimator(ESTIMATOR, theta, x)
     _train_briefly(estimator, theta, x)
@@ -76,7 +77,8 @@ out["list_input"] = list(model.predict(x.tolist()).shape)
 import sbilab
 posterior = sbilab.load_posterior(f"runs:/{run_id}/posterior", uri)
 torch.manual_seed(3)
-out["direct"] = posterior.sample((25,), x=torch.as_tensor(x[:1], dtype=torch.float32), show_progress_bars=False)[:3].tolist()
+x_1 = torch.as_tensor(x[:1], dtype=torch.float32)
+out["direct"] = posterior.sample((25,), x=x_1, show_progress_bars=False)[:3].tolist()
 print("RESULT " + json.dumps(out))
 """
 

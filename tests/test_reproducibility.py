@@ -6,9 +6,9 @@ import signal
 import time
 
 import numpy as np
+from conftest import run_train
 from mlflow.tracking import MlflowClient
 
-from conftest import run_train
 from test_lifecycle import _start
 
 TINY = ["simulation.num_simulations=300", "trainer=fast", "diagnostics.enabled=false",

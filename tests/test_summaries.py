@@ -15,13 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from sbi.utils import BoxUniform
 
+from sbilab.config import TrainerSettings
 from sbilab.methods import FMPE, NPE, NRE
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
 from sbilab.simulators.hodgkin_huxley import HHParams
 from sbilab.summaries.embedding import DownsampledTraceCNN, block_mean
 from sbilab.summaries.hh_extended import FEATURE_NAMES, HHExtended, hh_extended_array
 from sbilab.summaries.hh_features import hh_feature_array
-from sbilab.config import TrainerSettings
 from sbilab.training import train_estimator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,8 @@ def _toy_traces(num: int, length: int = 400, seed: int = 0) -> tuple[BoxUniform,
     generator = torch.Generator().manual_seed(seed)
     theta = prior.low + (prior.high - prior.low) * torch.rand(num, 2, generator=generator)
     t = torch.linspace(0, 1, length)
-    traces = theta[:, 1:] * torch.sin(2 * math.pi * theta[:, :1] * t) + 0.1 * torch.randn(num, length, generator=generator)
+    noise = 0.1 * torch.randn(num, length, generator=generator)
+    traces = theta[:, 1:] * torch.sin(2 * math.pi * theta[:, :1] * t) + noise
     return prior, theta, traces
 
 

@@ -12,9 +12,8 @@ import io
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_train
+from mlflow.tracking import MlflowClient
 
 TINY = [
     "trainer=fast",
@@ -156,8 +155,8 @@ def test_hpo_settings_and_search_space(project_root):
     from sbilab.experiments.search_space import format_override, search_space
 
     # Hydra parses the study's settings and the runs' overrides alike
-    settings, cfg = _hpo_settings(project_root, ["hpo.n_trials=3", "estimator=mdn", "seed=1",
-                                                 "+hpo.params.trainer.batch_size={type: categorical, choices: [100, 200]}"])
+    batch_size = "+hpo.params.trainer.batch_size={type: categorical, choices: [100, 200]}"
+    settings, cfg = _hpo_settings(project_root, ["hpo.n_trials=3", "estimator=mdn", "seed=1", batch_size])
     assert settings.n_trials == 3 and settings.n_jobs == 2 and settings.metric == "auto"
     assert cfg.seed == 1 and cfg.estimator.name == "mdn"
     assert list(settings.params["trainer.batch_size"]["choices"]) == [100, 200]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import torch
-from sbi.inference import NPE as SbiNPE
+from conftest import NullTracker
 from lightning.pytorch.callbacks import Callback
+from sbi.inference import NPE as SbiNPE
 from sbi.utils import BoxUniform
 
-from sbilab.methods import NPE
 from sbilab.config import LrDecay, TrainerSettings, WeightAveraging
+from sbilab.methods import NPE
 from sbilab.training import train_estimator
-from conftest import NullTracker
 
 TRAINER = {"batch_size": 50, "learning_rate": 5e-4, "validation_fraction": 0.1, "stop_after_epochs": 5,
            "clip_max_norm": 5.0, "max_epochs": 15}
@@ -55,7 +55,8 @@ def test_lightning_matches_sbi_train_bit_for_bit():
 def test_best_weights_are_restored_and_early_stopping_applies():
     prior, theta, x = _toy(400)
     config = {**TRAINER, "max_epochs": -1, "stop_after_epochs": 3}
-    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 20, "num_components": 2}, theta, x, TrainerSettings(**config), seed=1)
+    mdn = {"model": "mdn", "hidden_features": 20, "num_components": 2}
+    result = train_estimator(NPE(), mdn, theta, x, TrainerSettings(**config), seed=1)
     best = min(result.val_losses)
     assert result.best_val_loss == best
     assert result.epochs == result.val_losses.index(best) + 1 + 3  # stopped 3 epochs after the best
@@ -75,7 +76,8 @@ def test_weight_averaging_keeps_and_returns_the_averaged_weights():
     estimator_cfg = {"model": "maf", "hidden_features": 20, "num_transforms": 2}
     config = {**TRAINER, "max_epochs": 8, "stop_after_epochs": 8, "weight_averaging": WeightAveraging(decay=0.9)}
     averaged = train_estimator(NPE(), estimator_cfg, theta, x, TrainerSettings(**config), seed=3)
-    plain = train_estimator(NPE(), estimator_cfg, theta, x, TrainerSettings(**{**config, "weight_averaging": None}), seed=3)
+    plain_settings = TrainerSettings(**{**config, "weight_averaging": None})
+    plain = train_estimator(NPE(), estimator_cfg, theta, x, plain_settings, seed=3)
 
     assert averaged.train_losses == plain.train_losses  # averaging never changes the optimisation itself
     assert averaged.val_losses != plain.val_losses  # validation scores the averaged weights

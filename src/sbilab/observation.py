@@ -46,7 +46,8 @@ def read_trace(path: str | Path) -> np.ndarray:
         else:
             data = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
     except Exception as error:  # numpy raises many types for bad files
-        raise ObservationError(f"observation.file={str(path)!r}: unreadable ({type(error).__name__}: {error})") from None
+        raise ObservationError(
+            f"observation.file={str(path)!r}: unreadable ({type(error).__name__}: {error})") from None
     data = np.asarray(data, dtype=np.float64).reshape(-1)
     if data.size == 0:
         raise ObservationError(f"observation.file={str(path)!r}: the file holds no values")

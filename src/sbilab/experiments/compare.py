@@ -182,7 +182,7 @@ def comparison_rows(children: Sequence[Mapping[str, Any]], factors: Sequence[str
             value = child.get("metrics", {}).get(name)
             row[name] = None if value is None else float(value)
         rows.append(row)
-    rows.sort(key=lambda r: tuple(_sort_key(r[k]) for k in factors) + (_sort_key(r.get(BUDGET_KEY)), str(r["run_name"])))
+    rows.sort(key=lambda r: (*(_sort_key(r[k]) for k in factors), _sort_key(r.get(BUDGET_KEY)), str(r["run_name"])))
     return columns, rows
 
 
@@ -193,7 +193,11 @@ def default_metric(children: Sequence[Mapping[str, Any]]) -> str:
     return "val/loss_best"
 
 
-def budget_panels(children: Sequence[Mapping[str, Any]], factors: Sequence[str]) -> list[tuple[str, dict[str, list[tuple[float, float]]]]]:
+#: one panel of metric-vs-budget curves: (metric, {line label: [(budget, value), ...]})
+Panel = tuple[str, dict[str, list[tuple[float, float]]]]
+
+
+def budget_panels(children: Sequence[Mapping[str, Any]], factors: Sequence[str]) -> list[Panel]:
     """Panels of the metric-vs-budget figure: val/loss_best, c2st or tarp/atc, wall time."""
     finished = [c for c in children if c.get("status") == "FINISHED"]
     others = [f for f in factors if f not in (BUDGET_KEY, "estimator", "estimator.name", "estimator.model")]

@@ -120,7 +120,6 @@ def _better(a: float, b: float, direction: str) -> bool:
 def run_study(settings: HpoSettings, run_overrides: Sequence[str], conf_dir: Path,
               echo: Any = print) -> StudyResult:
     """Run the study: parent run, trials as children, best configuration on the parent."""
-    import optuna
     from hydra.errors import HydraException
 
     from sbilab import tracking

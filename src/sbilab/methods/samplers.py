@@ -62,7 +62,8 @@ class FittedVIPosterior(VIPosterior):
             self.set_default_x(x)
             self.train(x=x, **self._train_kwargs)
 
-    def sample(self, sample_shape: Any = torch.Size(), x: Optional[Tensor] = None, show_progress_bars: bool = True) -> Tensor:
+    def sample(self, sample_shape: Any = torch.Size(), x: Optional[Tensor] = None,
+               show_progress_bars: bool = True) -> Tensor:
         self._fit_to(x)
         return super().sample(sample_shape, x=self._x_else_default_x(x), show_progress_bars=show_progress_bars)
 

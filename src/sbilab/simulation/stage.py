@@ -127,7 +127,8 @@ def simulate_dataset(
         from_cache = len(chunks)
         todo = [i for i in range(len(bounds)) if i not in chunks]
         if todo:
-            tasks = [(simulator, summary, theta[bounds[i][0] : bounds[i][1]], seeds[bounds[i][0] : bounds[i][1]]) for i in todo]
+            tasks = [(simulator, summary, theta[start:stop], seeds[start:stop])
+                     for start, stop in (bounds[i] for i in todo)]
             runner = make_backend(backend, min(num_workers, len(todo)))
             bar = _progress_bar(sum(bounds[i][1] - bounds[i][0] for i in todo), purpose, progress)
             try:

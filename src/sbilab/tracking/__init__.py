@@ -46,7 +46,8 @@ from sbilab.tracking.store import (  # noqa: E402
 )
 
 __all__ = [
-    "POSTERIOR_MODEL_NAME", "PARENT_ROLES", "EpochMetrics", "ParentRun", "RunRecorder", "child_runs", "create_parent_run",
+    "POSTERIOR_MODEL_NAME", "PARENT_ROLES", "EpochMetrics", "ParentRun", "RunRecorder", "child_runs",
+    "create_parent_run",
     "download_artifacts", "finish_parent_run", "flatten", "git_commit", "init_store", "load_run_array",
     "log_posterior_model", "loggable_params", "mark_stale_runs", "parent_run", "posterior_model_uri", "recorder_for",
     "register_posterior_model", "resolve_parent_run", "set_run_name", "start_run",

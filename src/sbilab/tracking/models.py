@@ -6,15 +6,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 import mlflow
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from sbilab.errors import TrackingError
 from sbilab.tracking.runs import RunRecorder, recorder_for
 from sbilab.tracking.store import check_store_exists
-
 
 #: name of the pyfunc posterior model logged from a run (MLflow 3 LoggedModel, ``models:/m-…``)
 POSTERIOR_MODEL_NAME = "posterior_model"

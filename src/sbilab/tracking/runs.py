@@ -13,17 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
+import mlflow
 import numpy as np
 import psutil
 import torch
 from lightning.pytorch.callbacks import Callback
-
-import mlflow
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
 from sbilab.tracking.store import close_run, init_store, mark_stale_runs
-
 
 #: params that describe where things are on this machine, not the experiment
 _UNLOGGED_PREFIXES = ("paths.", "tracking.", "hydra.")
@@ -87,7 +85,8 @@ class RunRecorder:
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = list(params.items())
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start : start + 100]])
+            batch = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start : start + 100]]
+            self.client.log_batch(self.run_id, params=batch)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         items = [mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()]

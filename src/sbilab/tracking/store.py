@@ -10,11 +10,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
+import mlflow
 import numpy as np
 import psutil
 from filelock import FileLock
-
-import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 

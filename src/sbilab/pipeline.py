@@ -21,6 +21,7 @@ from sbi.inference.posteriors import DirectPosterior, VectorFieldPosterior
 from torch import Tensor
 
 from sbilab.config import check_config, check_tracking_uri
+from sbilab.diagnostics.settings import DiagnosticsSeeds
 from sbilab.observation import Observation
 from sbilab.parts import PART_GROUPS, Parts, build_parts, part_config
 from sbilab.plots.posterior import pairplot, predictive_traces
@@ -262,40 +263,46 @@ def ppc_traces(cfg: DictConfig, parts: Parts, samples: Tensor, observation: Obse
     return predictive_traces(time_axis, observation.raw.numpy(), predicted, current, scale)
 
 
+def diagnostics_seeds(seed: int) -> DiagnosticsSeeds:
+    """The diagnostics' seeds by purpose, equal to the values used before the split (to move to ``rng.py``)."""
+    base = stage_seed(int(seed), "diagnostics")
+    return DiagnosticsSeeds(sampling=base, c2st=base, tarp=base + 1, observation_log_prob=base + 2,
+                            observation_samples=base + 3)
+
+
 def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation, samples: Tensor,
              recorder: tracking.RunRecorder) -> tuple[dict[str, float], str]:
     """Calibration on a held-out test set and a predictive check at x_o; log and return the verdict."""
-    from sbilab.diagnostics import run_diagnostics
+    from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsSettings, compute_diagnostics
+    from sbilab.plots.diagnostics import diagnostic_figures
 
     started = time.perf_counter()
-    dcfg = cfg.diagnostics
-    test = simulate(cfg, parts, purpose="test", num=int(dcfg.num_test))
+    settings = DiagnosticsSettings.from_mapping(cfg.diagnostics)
+    test = simulate(cfg, parts, purpose="test", num=settings.num_test)
     recorder.log_metrics(simulation_metrics(test, prefix="test_"))
 
-    ppc_theta = samples[: int(dcfg.num_ppc)]  # the first draws of the (seeded) posterior samples at x_o
+    ppc_theta = samples[: settings.num_ppc]  # the first draws of the (seeded) posterior samples at x_o
     ppc_seeds = derive_seeds(stage_seed(int(cfg.seed), "ppc"), 0, ppc_theta.shape[0])
     predictive_x = parts.simulator.simulate_summaries(ppc_theta, ppc_seeds, parts.summary)
     # the reference depends on x_o only: c2st works for simulated and given observations alike
-    reference = parts.simulator.reference_posterior(observation.x, int(dcfg.num_observation_samples),
+    reference = parts.simulator.reference_posterior(observation.x, settings.num_observation_samples,
                                                     stage_seed(int(cfg.seed), "reference"))
-    result = run_diagnostics(
+    inputs = DiagnosticsInputs(
         posterior, test.theta, test.x,
         parameter_names=parts.parameter_names,
         prior_samples=sample_prior(parts.prior, 10_000, stage_seed(int(cfg.seed), "prior-moments")),
-        num_posterior_samples=int(dcfg.num_posterior_samples),
-        thresholds=dict(dcfg.thresholds),
-        seed=stage_seed(int(cfg.seed), "diagnostics"),
         x_o=observation.x,
         observed_samples=samples,  # θ*'s log-prob is logged with the samples, not here
         predictive_x=predictive_x,
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,
-        c2st_max_samples=int(dcfg.num_observation_samples),  # sbibm compares 10k with 10k
     )
+    result = compute_diagnostics(inputs, settings, diagnostics_seeds(int(cfg.seed)))
+    figures = diagnostic_figures(result)
     metrics = dict(result.metrics)
     metrics["time/diagnose_s"] = time.perf_counter() - started
     recorder.log_metrics(metrics)
-    for path, figure in result.figures.items():
+    for path, figure in figures.items():
         recorder.log_figure(figure, path)
     for path, array in result.arrays.items():
         recorder.log_array(array, path)

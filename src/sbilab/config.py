@@ -25,15 +25,13 @@ from urllib.request import urlopen
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from sbilab.diagnostics.settings import THRESHOLD_KEYS, DiagnosticsSettings
 from sbilab.errors import ConfigError, TrackingError
 
 T = TypeVar("T")
 
 #: ``simulation.backend`` options
 SIMULATION_BACKENDS = ("local", "serial")
-#: the calibration gates a threshold may be given for (null switches a gate off)
-THRESHOLD_KEYS = ("sbc_ks_pvalue_min", "tarp_atc_abs_max", "coverage_error_max", "c2st_max",
-                  "tarp_ks_pvalue_min", "ppc_distance_max")
 
 
 def _number(value: Any) -> bool:
@@ -108,19 +106,6 @@ class TrainerSettings:
     ensemble_size: int = setting(1, INT_GE_1, at_least(1))
     #: Lightning's root folder (the run's output folder); not a config key
     root_dir: Optional[str] = None
-
-
-@dataclass
-class DiagnosticsSettings:
-    """``diagnostics.*``: how much the calibration checks simulate and sample, and the gates."""
-
-    enabled: bool = setting(True, "true or false")
-    num_test: int = setting(1000, INT_GE_1, at_least(1))
-    num_posterior_samples: int = setting(1000, INT_GE_1, at_least(1))
-    num_ppc: int = setting(100, INT_GE_1, at_least(1))
-    num_observation_samples: int = setting(10_000, INT_GE_1, at_least(1))
-    strict: bool = setting(False, "true or false")
-    thresholds: dict[str, Optional[float]] = setting({}, "a mapping of gate thresholds")
 
 
 @dataclass
@@ -241,7 +226,8 @@ class Settings:
 def check_config(cfg: DictConfig) -> Settings:
     """Check every run-level key of ``cfg`` and the rules across groups; return the typed settings.
 
-    Raises ``ConfigError`` (one line) on the first problem. The parts (simulator,
+    Raises ``ConfigError`` (one line) on the first problem. ``diagnostics`` checks itself
+    (``sbilab.diagnostics.settings``, its own typed group). The parts (simulator,
     prior, summary, estimator, method) are checked when ``sbilab.spec.prepare`` builds them.
     """
     run = load_settings(RunSettings, {"seed": cfg.get("seed"), "num_threads": cfg.get("num_threads")})
@@ -249,11 +235,10 @@ def check_config(cfg: DictConfig) -> Settings:
         run=run,
         simulation=load_settings(SimulationSettings, cfg.get("simulation"), "simulation"),
         trainer=load_settings(TrainerSettings, cfg.get("trainer"), "trainer"),
-        diagnostics=load_settings(DiagnosticsSettings, cfg.get("diagnostics"), "diagnostics"),
+        diagnostics=DiagnosticsSettings.from_mapping(resolved(cfg.diagnostics, "diagnostics")),
         tracking=load_settings(TrackingSettings, cfg.get("tracking"), "tracking"),
         observation=load_observation(cfg.get("observation")),
     )
-    check_thresholds(settings.diagnostics.thresholds)
     check_across_groups(settings)
     return settings
 
@@ -276,22 +261,9 @@ def load_observation(node: Any) -> Any:
     return load_settings(OBSERVATIONS[name], {key: node[key] for key in node if key in own}, "observation")
 
 
-def check_thresholds(thresholds: dict[str, Any]) -> None:
-    for key, value in thresholds.items():
-        if key not in THRESHOLD_KEYS:
-            raise ConfigError(f"diagnostics.thresholds.{key} is not a gate; allowed: {', '.join(THRESHOLD_KEYS)}")
-        if value is not None and not _number(value):
-            raise ConfigError(f"diagnostics.thresholds.{key}={value!r} is invalid: expected a number or null")
-
-
 def check_across_groups(settings: Settings) -> None:
     """Rules that involve keys of more than one group."""
-    diagnostics, simulation = settings.diagnostics, settings.simulation
-    if diagnostics.num_ppc > diagnostics.num_observation_samples:
-        raise ConfigError(
-            f"diagnostics.num_ppc={diagnostics.num_ppc} is larger than the posterior samples it is drawn from "
-            f"(diagnostics.num_observation_samples={diagnostics.num_observation_samples})"
-        )
+    simulation = settings.simulation
     fraction = settings.trainer.validation_fraction
     num_train = int((1 - fraction) * simulation.num_simulations)
     if num_train < 1 or simulation.num_simulations - num_train < 1:

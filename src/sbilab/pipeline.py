@@ -29,9 +29,10 @@ from sbi.inference.posteriors import DirectPosterior, VectorFieldPosterior
 from torch import Tensor
 
 from sbilab import tracking
-from sbilab.diagnostics import DiagnosticsResult, run_diagnostics
+from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsResult, DiagnosticsSeeds, compute_diagnostics
 from sbilab.diagnostics.sampling import posterior_log_prob_batched
 from sbilab.ensemble import ensemble_members, ensemble_posterior
+from sbilab.plots.diagnostics import diagnostic_figures
 from sbilab.plots.posterior import pairplot, predictive_traces
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
@@ -235,20 +236,17 @@ def calibrate(spec: RunSpec, posterior: Any, samples: Tensor) -> tuple[Diagnosti
     # the reference depends on x_o only: c2st works for simulated and given observations alike
     reference = parts.simulator.reference_posterior(spec.observation.x, settings.num_observation_samples,
                                                     seeds.reference)
-    result = run_diagnostics(
+    inputs = DiagnosticsInputs(
         posterior, test.theta, test.x,
         parameter_names=parts.parameter_names,
         prior_samples=sample_prior(parts.prior, 10_000, seeds.prior_moments),
-        num_posterior_samples=settings.num_posterior_samples,
-        thresholds=dict(settings.thresholds),
-        seed=seeds.diagnostics.sampling,
         x_o=spec.observation.x,
         observed_samples=samples,  # θ*'s log-prob is logged with the samples, not here
         predictive_x=predictive_x,
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,
-        c2st_max_samples=settings.num_observation_samples,  # sbibm compares 10k with 10k
     )
+    result = compute_diagnostics(inputs, settings, DiagnosticsSeeds(**seeds.diagnostics))
     return result, test
 
 
@@ -276,7 +274,7 @@ def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagno
     calibration = diagnosis.calibration
     if calibration is None:
         return
-    for path, figure in calibration.figures.items():
+    for path, figure in diagnostic_figures(calibration).items():
         recorder.log_figure(figure, path)
     for path, array in calibration.arrays.items():
         recorder.log_array(array, path)

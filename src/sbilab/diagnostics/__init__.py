@@ -1,79 +1,74 @@
-"""Posterior diagnostics: pure computation and figures (no MLflow, no Hydra).
+"""Posterior diagnostics: pure computation (no figures, no MLflow, no Hydra).
 
-Entry point: :func:`run_diagnostics` draws posterior samples once for a held-out test
-set and computes SBC, expected HPD coverage, TARP, recovery/contraction, and — at an
-observation — PPC distance, C2ST against reference samples and the log-prob of the
-true parameters; then evaluates pass/fail gates.
+Entry point: :func:`compute_diagnostics` (``DiagnosticsInputs``, ``DiagnosticsSettings``,
+``DiagnosticsSeeds``) draws posterior samples once for a held-out test set and computes SBC,
+expected HPD coverage, TARP, recovery/contraction, and — at an observation — PPC distance,
+C2ST against reference samples and the log-prob of the true parameters; then evaluates
+pass/fail gates. Figures: ``sbilab.plots.diagnostics.diagnostic_figures(result)``.
 
 Metric names: ``sbc/ks_pvalue/<param>``, ``coverage/error``, ``tarp/atc``,
 ``tarp/ks_pvalue``, ``ppc/distance``, ``c2st``, ``posterior/logprob_true_theta``.
+
+Names are imported on first use, so ``sbilab.diagnostics.settings`` (read by the config
+checks) stays free of torch and sbi.
 """
 
-from sbilab.diagnostics.c2st import DEFAULT_C2ST_CLASSIFIER, c2st_score
-from sbilab.diagnostics.coverage import (
-    CoverageResult,
-    coverage_band,
-    coverage_from_ranks,
-    expected_coverage,
-    hpd_ranks,
-)
-from sbilab.diagnostics.gates import GateCheck, GateReport, GateThresholds, evaluate_gates
-from sbilab.diagnostics.ppc import PPCResult, ppc_distance
-from sbilab.diagnostics.recovery import (
-    RecoveryResult,
-    posterior_moments,
-    recovery_and_contraction,
-    resolve_prior_variance,
-)
-from sbilab.diagnostics.sampling import (
-    CleanTestSet,
-    drop_nonfinite_rows,
-    posterior_log_prob_batched,
-    sample_posterior_batched,
-)
-from sbilab.diagnostics.sbc import (
-    EcdfBand,
-    SBCResult,
-    discrete_uniform_ks,
-    ecdf_simultaneous_band,
-    run_sbc_on_samples,
-    sbc_ranks,
-)
-from sbilab.diagnostics.suite import FIGURE_KEYS, PPC_FIGURE_KEY, DiagnosticsResult, run_diagnostics
-from sbilab.diagnostics.tarp import TarpResult, run_tarp_on_samples
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_C2ST_CLASSIFIER",
-    "FIGURE_KEYS",
-    "PPC_FIGURE_KEY",
-    "CleanTestSet",
-    "CoverageResult",
-    "DiagnosticsResult",
-    "EcdfBand",
-    "GateCheck",
-    "GateReport",
-    "GateThresholds",
-    "PPCResult",
-    "RecoveryResult",
-    "SBCResult",
-    "TarpResult",
-    "c2st_score",
-    "coverage_band",
-    "coverage_from_ranks",
-    "discrete_uniform_ks",
-    "drop_nonfinite_rows",
-    "ecdf_simultaneous_band",
-    "evaluate_gates",
-    "expected_coverage",
-    "hpd_ranks",
-    "posterior_log_prob_batched",
-    "posterior_moments",
-    "ppc_distance",
-    "recovery_and_contraction",
-    "resolve_prior_variance",
-    "run_diagnostics",
-    "run_sbc_on_samples",
-    "run_tarp_on_samples",
-    "sample_posterior_batched",
-    "sbc_ranks",
-]
+import importlib
+from typing import Any
+
+#: public name → the module that defines it
+_EXPORTS: dict[str, str] = {
+    "DEFAULT_C2ST_CLASSIFIER": "c2st",
+    "c2st_score": "c2st",
+    "CoverageResult": "coverage",
+    "coverage_band": "coverage",
+    "coverage_from_ranks": "coverage",
+    "expected_coverage": "coverage",
+    "hpd_ranks": "coverage",
+    "TestSetDraws": "draws",
+    "draw_test_set": "draws",
+    "GateCheck": "gates",
+    "GateReport": "gates",
+    "GateThresholds": "gates",
+    "evaluate_gates": "gates",
+    "PPCResult": "ppc",
+    "ppc_distance": "ppc",
+    "RecoveryResult": "recovery",
+    "posterior_moments": "recovery",
+    "recovery_and_contraction": "recovery",
+    "resolve_prior_variance": "recovery",
+    "DiagnosticsResult": "result",
+    "CleanTestSet": "sampling",
+    "drop_nonfinite_rows": "sampling",
+    "posterior_log_prob_batched": "sampling",
+    "sample_posterior_batched": "sampling",
+    "EcdfBand": "sbc",
+    "SBCResult": "sbc",
+    "discrete_uniform_ks": "sbc",
+    "ecdf_simultaneous_band": "sbc",
+    "run_sbc_on_samples": "sbc",
+    "sbc_ranks": "sbc",
+    "DiagnosticsSeeds": "settings",
+    "DiagnosticsSettings": "settings",
+    "DiagnosticsInputs": "suite",
+    "compute_diagnostics": "suite",
+    "TarpResult": "tarp",
+    "run_tarp_on_samples": "tarp",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -42,6 +42,10 @@ class CoverageResult:
     def metrics(self) -> dict[str, float]:
         return {"coverage/error": float(self.error)}
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Raw arrays by artifact path."""
+        return {"diagnostics/coverage_curve.npy": self.curve, "diagnostics/coverage_credibility.npy": self.credibility}
+
 
 def hpd_ranks(log_prob_samples: Any, log_prob_true: Any) -> np.ndarray:
     """``#{s: lp_samples[s, i] > lp_true[i]}`` for ``[S, N]`` and ``[N]`` log-probs.

@@ -33,9 +33,15 @@ class PPCResult:
     tail_probability: np.ndarray  # [d] two-sided predictive tail probability of x_o
     num_predictive: np.ndarray  # [d] finite predictive values per statistic
     statistic_names: list[str] = field(default_factory=list)
+    predictive: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # [M, d] the predictive it was judged on
 
     def metrics(self) -> dict[str, float]:
         return {"ppc/distance": float(self.distance)}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Raw arrays by artifact path."""
+        return {"diagnostics/ppc_scaled_deviation.npy": self.scaled_deviation,
+                "diagnostics/ppc_tail_probability.npy": self.tail_probability}
 
 
 def ppc_distance(
@@ -100,4 +106,5 @@ def ppc_distance(
         tail_probability=tail,
         num_predictive=count,
         statistic_names=names,
+        predictive=pred,
     )

@@ -35,6 +35,16 @@ class RecoveryResult:
     nrmse: np.ndarray  # [D] RMSE / (max θ* − min θ*)
     parameter_names: list[str] = field(default_factory=list)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Raw arrays by artifact path."""
+        return {
+            "diagnostics/posterior_means.npy": self.posterior_means,
+            "diagnostics/posterior_stds.npy": self.posterior_stds,
+            "diagnostics/z_scores.npy": self.z_scores,
+            "diagnostics/contraction.npy": self.contraction,
+            "diagnostics/test_theta.npy": self.true_theta,
+        }
+
 
 def resolve_prior_variance(
     num_params: int,

@@ -43,6 +43,10 @@ class SBCResult:
         """``{"sbc/ks_pvalue/<param>": p}``."""
         return {f"sbc/ks_pvalue/{n}": float(p) for n, p in zip(self.parameter_names, self.ks_pvalues)}
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Raw arrays by artifact path."""
+        return {"diagnostics/sbc_ranks.npy": self.ranks}
+
 
 def sbc_ranks(samples: Any, theta: Any) -> np.ndarray:
     """Ranks ``#{s: samples[s, i, j] < theta[i, j]}`` for ``samples [S, N, D]``, ``theta [N, D]``."""

@@ -39,6 +39,10 @@ class TarpResult:
     def metrics(self) -> dict[str, float]:
         return {"tarp/atc": float(self.atc), "tarp/ks_pvalue": float(self.ks_pvalue)}
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Raw arrays by artifact path."""
+        return {"diagnostics/tarp_ecp.npy": self.ecp, "diagnostics/tarp_alpha.npy": self.alpha}
+
 
 def tarp_references(theta: Tensor, seed: int) -> Tensor:
     """One reference point per test θ, uniform on the per-dimension [min, max] box."""

@@ -1,4 +1,7 @@
-"""Diagnostic figures (SBC, coverage, TARP, recovery, contraction, PPC).
+"""Diagnostic figures (SBC, coverage, TARP, recovery, contraction, PPC), built from results.
+
+:func:`diagnostic_figures` turns a :class:`~sbilab.diagnostics.DiagnosticsResult` into
+``{artifact path: Figure}``; the other functions draw one figure each from plain arrays.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so
 nothing is registered with a GUI backend or pyplot's figure manager (no leaks when
@@ -11,7 +14,7 @@ The figures follow BayesFlow's diagnostics (``calibration_histogram``,
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -24,6 +27,21 @@ from sbilab.diagnostics.sbc import (
     rank_histogram_band,
     rank_histogram_bins,
 )
+
+if TYPE_CHECKING:
+    from sbilab.diagnostics.result import DiagnosticsResult
+
+#: artifact paths of the figures every diagnostics run has
+FIGURE_KEYS = (
+    "plots/sbc_ranks.png",
+    "plots/sbc_ecdf.png",
+    "plots/coverage.png",
+    "plots/tarp.png",
+    "plots/recovery.png",
+    "plots/contraction.png",
+)
+#: the posterior-predictive figure (runs with an observation and a predictive)
+PPC_FIGURE_KEY = "plots/ppc_statistics.png"
 
 _BAND = "#c7c7c7"
 _LINE = "#1f4e79"
@@ -266,3 +284,26 @@ def plot_ppc_statistics(
     more = f" (first {shown} of {d})" if shown < d else ""
     fig.suptitle(f"Posterior predictive (M={pred.shape[0]}), observed in red{more}", fontsize=10)
     return fig
+
+
+def diagnostic_figures(result: "DiagnosticsResult", *, confidence: float = 0.99) -> dict[str, Figure]:
+    """Every figure of a diagnostics result, by artifact path (bands at ``confidence``)."""
+    names = result.parameter_names
+    sbc, coverage, tarp, recovery = result.sbc, result.coverage, result.tarp, result.recovery
+    num_samples = result.num_posterior_samples
+    figures = {
+        "plots/sbc_ranks.png": plot_sbc_ranks(sbc.ranks, num_samples, names, confidence=confidence),
+        "plots/sbc_ecdf.png": plot_sbc_ecdf(sbc.ranks, num_samples, names, confidence=confidence),
+        "plots/coverage.png": plot_coverage(coverage.nominal, coverage.empirical, result.num_test_points,
+                                            error=coverage.error, confidence=confidence),
+        "plots/tarp.png": plot_tarp(tarp.ecp, tarp.alpha, atc=tarp.atc, ks_pvalue=tarp.ks_pvalue),
+        "plots/recovery.png": plot_recovery(recovery.true_theta, recovery.posterior_means, names,
+                                            posterior_stds=recovery.posterior_stds, r2=recovery.r2,
+                                            nrmse=recovery.nrmse),
+        "plots/contraction.png": plot_contraction(recovery.contraction, recovery.z_scores, names),
+    }
+    if result.ppc is not None:
+        ppc = result.ppc
+        figures[PPC_FIGURE_KEY] = plot_ppc_statistics(ppc.predictive, ppc.x_o, ppc.statistic_names,
+                                                      scaled_deviation=ppc.scaled_deviation)
+    return figures

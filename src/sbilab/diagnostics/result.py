@@ -1,0 +1,65 @@
+"""What the diagnostics return: plain values, nothing logged, no figures.
+
+The caller logs ``metrics``, saves ``arrays`` (artifact path → array, ``np.save``),
+writes ``gates.to_dict()`` to ``diagnostics/gates.json`` and builds the figures from the
+per-diagnostic results (``sbilab.plots.diagnostics.diagnostic_figures``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from sbilab.diagnostics.coverage import CoverageResult
+from sbilab.diagnostics.gates import GateReport
+from sbilab.diagnostics.ppc import PPCResult
+from sbilab.diagnostics.recovery import RecoveryResult
+from sbilab.diagnostics.sbc import SBCResult
+from sbilab.diagnostics.settings import DiagnosticsSeeds
+from sbilab.diagnostics.tarp import TarpResult
+
+
+@dataclass
+class DiagnosticsResult:
+    """Everything :func:`~sbilab.diagnostics.compute_diagnostics` computed."""
+
+    metrics: dict[str, float]
+    arrays: dict[str, np.ndarray]
+    gates: GateReport
+    timings: dict[str, float]  # seconds per step, plus "total"
+    parameter_names: list[str]
+    num_test_points: int  # rows used (after dropping non-finite rows)
+    num_dropped: int
+    num_posterior_samples: int
+    seeds: DiagnosticsSeeds
+    sbc: SBCResult
+    coverage: CoverageResult
+    tarp: TarpResult
+    recovery: RecoveryResult
+    ppc: Optional[PPCResult] = None
+    c2st: Optional[float] = None
+    observed_samples: Optional[np.ndarray] = None  # [n, D] posterior samples at x_o (C2ST's)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return self.gates.verdict
+
+    def gates_dict(self) -> dict[str, Any]:
+        """JSON form of the gates, for ``diagnostics/gates.json``."""
+        return self.gates.to_dict()
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable digest: metrics, gates, timings, counts, seeds, notes."""
+        return {
+            "metrics": {k: (v if np.isfinite(v) else None) for k, v in self.metrics.items()},
+            "gates": self.gates.to_dict(),
+            "timings": dict(self.timings),
+            "num_test_points": self.num_test_points,
+            "num_dropped": self.num_dropped,
+            "num_posterior_samples": self.num_posterior_samples,
+            "seeds": asdict(self.seeds),
+            "notes": list(self.notes),
+        }

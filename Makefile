@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 SWEEP ?= estimator=zuko_maf_unconstrained,maf,mdn simulation.num_simulations=1000,3000,10000
-TASKS ?= two_moons gaussian_linear slcp
-METHODS ?= npe
+TASKS ?= two_moons gaussian_linear gaussian_mixture slcp
+METHODS ?= preset
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PORT ?= 5000
 export PROJECT_ROOT := $(CURDIR)
@@ -54,7 +54,7 @@ simulate: $(STAMP) ## fill the simulation cache without training (same overrides
 bench: $(STAMP) ## simulation benchmark (kernel vs per-simulation loop, memory, workers)
 	$(PY) scripts/bench.py $(ARGS)
 
-benchmark: $(STAMP) ## sbibm C2ST at 10k simulations (TASKS x METHODS, observations 1-3) into mlruns/ + outputs/benchmark/
+benchmark: $(STAMP) ## sbibm C2ST at 10k simulations (TASKS x METHODS, observations 1-10) into mlruns/ + outputs/benchmark/
 	$(PY) scripts/benchmark.py --tasks $(TASKS) --methods $(METHODS) $(ARGS)
 
 sweep: $(STAMP) ## parallel multirun (joblib launcher), default: estimator x budget on HH

@@ -2,10 +2,11 @@
 
     python scripts/benchmark.py [--tasks TASK ...] [--methods METHOD ...] [--output-dir DIR] [key=value ...]
 
-Per task × method one network is trained (the config of ``scripts/train.py experiment=<task>
-method=<method> key=value ...``), then scored on sbibm's observations 1-3 (C2ST against the
-published 10,000 reference samples). One MLflow parent run, one child per task × method; the
-table is printed and written to ``<output dir>/results.md`` (default: outputs/benchmark/<time>/).
+Per task × method the config of ``scripts/train.py experiment=<task> [method=<method>] key=value ...``
+is trained (amortised methods once; sequential ones once per observation) and scored on sbibm's
+observations 1-10 (C2ST against the published 10,000 reference samples). One MLflow parent run,
+children per fit; the table is printed and written to ``<output dir>/results.md`` (default:
+outputs/benchmark/<time>/).
 Exit 0: every run finished (targets missed are reported, not an error); 1: a run failed;
 2: bad input or sbibm's files unavailable.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from sbilab import entry
 
-DEFAULT_TASKS = ("two_moons", "gaussian_linear", "slcp")
+DEFAULT_TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture", "slcp")
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -26,7 +27,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK")
-    parser.add_argument("--methods", nargs="+", default=["npe"], metavar="METHOD")
+    parser.add_argument("--methods", nargs="+", default=["preset"], metavar="METHOD",
+                        help="method options, or preset (each task preset's own method; the default)")
     parser.add_argument("--output-dir", type=Path, help="default: outputs/benchmark/<date_time>")
     return parser.parse_args([a for a in argv if a not in overrides]), overrides
 

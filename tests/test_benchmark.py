@@ -27,6 +27,7 @@ TINY = [
     "trainer=fast",
     "diagnostics.num_observation_samples=300",
     "tracking.log_model=false",
+    "benchmark.score=[1,2,3]",
 ]
 
 
@@ -74,7 +75,7 @@ def test_tiny_benchmark_records_a_finished_parent_and_child(tiny_benchmark, tmp_
     assert table == result.table == (result.output_dir / "results.md").read_text()
     header, _, row = table.splitlines()
     assert header.startswith("| task | method | estimator | c2st obs1 | c2st obs2 | c2st obs3 | mean | target | pass")
-    assert row.startswith("| two_moons | npe | nsf |") and "| 0.60 |" in row
+    assert row.startswith("| two_moons | npe | nsf |") and "| 0.52 |" in row
     assert f"{np.mean(scores):.3f}" in row
     assert "two_moons" in Path(client.download_artifacts(result.parent_run_id, "benchmark/results.csv",
                                                          str(tmp_path))).read_text()
@@ -86,7 +87,7 @@ def test_tiny_benchmark_records_a_finished_parent_and_child(tiny_benchmark, tmp_
     assert again.results[0].c2st == result.results[0].c2st
 
 
-@pytest.mark.parametrize("args, key", [(["--tasks", "two_moon"], "tasks"), (["--methods", "snpe"], "methods")])
+@pytest.mark.parametrize("args, key", [(["--tasks", "two_moon"], "tasks"), (["--methods", "npee"], "methods")])
 def test_unknown_task_or_method_exits_2_with_one_line(store, args, key):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args, *store["overrides"]],
@@ -115,3 +116,20 @@ def test_a_failed_child_fails_the_parent(store, tmp_path, sbibm_files, monkeypat
     assert parent.info.status == "FAILED" and "1 FAILED" in parent.data.tags["sbilab.children"]
     assert [c["status"] for c in tracking.child_runs(store["uri"], result.parent_run_id)] == ["FAILED"]
     assert "| two_moons | npe | nsf |" in result.table and "| FAILED |" in result.table
+
+
+def test_a_sequential_method_fits_once_per_observation_at_its_published_x_o(store, tmp_path, sbibm_files):
+    overrides = [*TINY, "benchmark.score=[1,2]", "method.num_rounds=2", *store["overrides"],
+                 f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = run_benchmark(["two_moons"], ["snpe"], overrides, conf_dir=ROOT / "conf", output_dir=tmp_path / "out",
+                           echo=lambda line: None)
+    assert result.ok, result.results[0].error
+    children = tracking.child_runs(store["uri"], result.parent_run_id)
+    assert sorted(c["run_name"] for c in children) == ["two_moons-snpe-obs1", "two_moons-snpe-obs2"]
+    assert all(c["status"] == "FINISHED" for c in children)
+    for child, k in ((c, int(c["run_name"][-1])) for c in children):
+        published = sbibm_reference.published_observation("two_moons", k)
+        assert child["params"]["observation.name"] == "summary"  # each fit conditioned on that x_o
+        assert np.allclose(eval(child["params"]["observation.x"]), published.x, atol=1e-6)
+        assert set(child["metrics"]) >= {f"c2st/obs_{k}", "round/val_loss_best"}
+    assert set(result.results[0].c2st) == {1, 2} and len(result.results[0].run_ids) == 2

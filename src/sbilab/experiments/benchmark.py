@@ -1,24 +1,26 @@
 """The sbibm benchmark (``make benchmark``): C2ST against sbibm's published reference posteriors.
 
-Amortised: per task × method the network is trained once, with the config that
-``scripts/train.py experiment=<task> method=<method> <overrides>`` composes (the
-pipeline's cached simulation stage and trainer). Then, for each of the preset's
-sbibm observations (``benchmark.observations``: 1-3), it is conditioned on sbibm's
-*published* x_o, draws ``diagnostics.num_observation_samples`` seeded posterior
-samples (10,000 in the presets) and scores them with C2ST against the 10,000
-published reference samples (sbi's c2st, MLP classifier, as sbibm did).
+Per task × method the run config is what ``scripts/train.py experiment=<task> [method=<method>]
+<overrides>`` composes (``method=preset``: the preset's own choice). The posterior is scored at
+each of the preset's sbibm observations (``benchmark.score``: 1-10, sbibm's published x_o): it
+draws ``diagnostics.num_observation_samples`` seeded posterior samples (10,000 in the presets)
+and compares them with the 10,000 published reference samples by C2ST (sbi's c2st, MLP
+classifier, as sbibm did).
 
-MLflow: one parent run per benchmark (``sbilab.role=benchmark``), one child per
-task × method (``c2st/obs_<k>``, ``c2st/mean``, ``time/*_s``, samples per
-observation); the parent holds the table (``benchmark/results.md``, ``.csv``) and is
-FINISHED only when every child is. The table is also written to the output folder.
+- Amortised methods train one network per task × method, once, and condition it on every x_o.
+- Sequential methods (``snpe``) fit once per observation, at its x_o, with the whole simulation
+  budget spent over their rounds.
+
+MLflow: one parent run per benchmark (``sbilab.role=benchmark``); one child per fit (per task ×
+method, or per task × method × observation for sequential methods) with ``c2st/obs_<k>``,
+``time/*_s`` and the samples per observation; the parent holds the table
+(``benchmark/results.md``, ``.csv``) and is FINISHED only when every child is.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from omegaconf import OmegaConf
 
 from sbilab.errors import ConfigError
+from sbilab.experiments.benchmark_results import JobResult, result_line, write_tables
 from sbilab.simulators.sbibm_reference import TASKS
 
 if TYPE_CHECKING:
@@ -35,8 +38,8 @@ if TYPE_CHECKING:
 FAMILY_ESTIMATOR = {"classifier": "classifier_resnet", "vector_field": "vf_mlp"}
 #: MLflow experiment of the parent and child runs (``tracking.experiment=...`` overrides it)
 EXPERIMENT = "sbibm-benchmark"
-#: metrics shown per task × method, besides c2st
-TIME_METRICS = ("time/simulate_s", "time/train_s", "time/sample_s", "time/c2st_s", "time/total_s")
+#: the ``methods`` value that keeps each preset's own method
+PRESET = "preset"
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Job:
     task: str
     method: str
     spec: "RunSpec"
-    benchmark: dict[str, Any]  # the preset's ``benchmark`` block (observations, target)
+    benchmark: dict[str, Any]  # the preset's ``benchmark`` block (target, observations scored)
     overrides: list[str]
     choices: dict[str, str]
 
@@ -61,35 +64,12 @@ class Job:
 
     @property
     def observations(self) -> list[int]:
-        """sbibm's ``num_observation`` values of the preset (``benchmark.observations``)."""
-        return sorted(int(k) for k in self.benchmark["observations"])
-
-
-@dataclass
-class JobResult:
-    """What one task × method reached: C2ST per observation, times, its run, or its error."""
-
-    task: str
-    method: str
-    estimator: str
-    target: Optional[float]
-    run_id: Optional[str] = None
-    c2st: dict[int, float] = field(default_factory=dict)
-    times: dict[str, float] = field(default_factory=dict)
-    error: Optional[str] = None
+        """sbibm's ``num_observation`` values scored (``benchmark.score``)."""
+        return [int(k) for k in self.benchmark["score"]]
 
     @property
-    def mean(self) -> Optional[float]:
-        return sum(self.c2st.values()) / len(self.c2st) if self.c2st and self.error is None else None
-
-    @property
-    def verdict(self) -> str:
-        """``yes``/``no``: mean C2ST within the target; ``-`` without one; ``FAILED`` when the run failed."""
-        if self.error is not None:
-            return "FAILED"
-        if self.target is None or self.mean is None:
-            return "-"
-        return "yes" if self.mean <= self.target else "no"
+    def amortised(self) -> bool:
+        return bool(self.spec.parts.method.amortised)
 
 
 @dataclass
@@ -119,15 +99,14 @@ def method_class(conf_dir: Path, method: str) -> type:
     return get_class(str(OmegaConf.load(Path(conf_dir) / "method" / f"{method}.yaml")._target_))
 
 
-def allowed_methods(conf_dir: Path) -> list[str]:
-    """The ``method`` options that train an amortised network (sequential ones train at one x_o)."""
-    options = (p.stem for p in (Path(conf_dir) / "method").glob("*.yaml"))
-    return sorted(option for option in options if method_class(conf_dir, option).amortised)
+def method_options(conf_dir: Path) -> list[str]:
+    """``preset`` and every ``method`` option."""
+    return [PRESET, *sorted(p.stem for p in (Path(conf_dir) / "method").glob("*.yaml"))]
 
 
 def check_selection(tasks: Sequence[str], methods: Sequence[str], conf_dir: Path) -> None:
     """One line naming the key and the allowed values for an unknown task or method."""
-    allowed = allowed_methods(conf_dir)  # reads every method config: once
+    allowed = method_options(conf_dir)
     if not tasks:
         raise ConfigError(f"tasks: none given; allowed: {', '.join(TASKS)}")
     if not methods:
@@ -137,12 +116,24 @@ def check_selection(tasks: Sequence[str], methods: Sequence[str], conf_dir: Path
             raise ConfigError(f"tasks: {task!r} is not a benchmark task; allowed: {', '.join(TASKS)}")
     for method in methods:
         if method not in allowed:
-            raise ConfigError(f"methods: {method!r} is not an amortised method; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"methods: {method!r} is not a method option; allowed: {', '.join(allowed)}")
 
 
-def method_estimator(conf_dir: Path, method: str) -> Optional[str]:
-    """The estimator override a method needs when the presets' density estimator cannot be its network."""
-    return FAMILY_ESTIMATOR.get(method_class(conf_dir, method).family)
+def job_overrides(conf_dir: Path, task: str, method: str, overrides: Sequence[str]) -> list[str]:
+    """The run overrides of one task × method (an estimator of the method's family when it needs one)."""
+    from sbilab.experiments.compose import dedupe_overrides
+
+    for item in overrides:
+        if item.lstrip("+~").split("=", 1)[0] in ("experiment", "method"):
+            raise ConfigError(f"{item}: the benchmark sets experiment= and method= per job; choose them with "
+                              "TASKS=/--tasks and METHODS=/--methods")
+    chosen: list[str] = [f"experiment={task}"]
+    if method != PRESET:
+        chosen.append(f"method={method}")
+        estimator = FAMILY_ESTIMATOR.get(method_class(conf_dir, method).family)
+        if estimator and not any(o.lstrip("+~").startswith("estimator=") for o in overrides):
+            chosen.append(f"estimator={estimator}")
+    return dedupe_overrides([*chosen, f"tracking.experiment={EXPERIMENT}", *overrides])
 
 
 def compose_job(conf_dir: Path, task: str, method: str, overrides: Sequence[str], output_dir: Path) -> Job:
@@ -150,23 +141,12 @@ def compose_job(conf_dir: Path, task: str, method: str, overrides: Sequence[str]
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from sbilab.experiments.compose import compose_run_config, dedupe_overrides
+    from sbilab.experiments.compose import compose_run_config
     from sbilab.spec import prepare
 
-    for item in overrides:
-        if item.lstrip("+~").split("=", 1)[0] in ("experiment", "method"):
-            raise ConfigError(f"{item}: the benchmark sets experiment= and method= per job; choose them with "
-                              "TASKS=/--tasks and METHODS=/--methods")
-    estimator = method_estimator(conf_dir, method)
-    user_picks_estimator = any(o.lstrip("+~").startswith("estimator=") for o in overrides)
-    job_overrides = dedupe_overrides([
-        f"experiment={task}", f"method={method}",
-        *([f"estimator={estimator}"] if estimator and not user_picks_estimator else []),
-        f"tracking.experiment={EXPERIMENT}", f"tracking.run_name={task}-{method}", *overrides,
-    ])
-    output = f"paths.output_dir={output_dir / f'{task}-{method}'}"
+    chosen = job_overrides(conf_dir, task, method, overrides)
     try:
-        cfg, choices = compose_run_config(conf_dir, [*job_overrides, output])
+        cfg, choices = compose_run_config(conf_dir, [*chosen, f"paths.output_dir={output_dir / f'{task}-{method}'}"])
     except HydraException as error:
         raise ConfigError(str(error).strip().splitlines()[0]) from None
     if OmegaConf.select(cfg, "benchmark.task", default=None) != task:
@@ -176,11 +156,13 @@ def compose_job(conf_dir: Path, task: str, method: str, overrides: Sequence[str]
     except OmegaConfBaseException as error:  # e.g. a summary that interpolates keys these simulators lack
         raise ConfigError(str(error).strip().splitlines()[0]) from None
     benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    x_dim = len(benchmark["observations"][str(min(int(k) for k in benchmark["observations"]))]["x"])
+    x_dim = len(next(iter(benchmark["observations"].values()))["x"])
     if spec.parts.x_dim != x_dim:
         raise ConfigError(f"summary={cfg.summary.name}: x has {spec.parts.x_dim} entries but sbibm's x_o of {task} "
                           f"has {x_dim}; the benchmark conditions on sbibm's x_o as published (summary=identity)")
-    return Job(task, method, spec, benchmark, shown_overrides(job_overrides), choices)
+    name = spec.choices["method"] if method == PRESET else method
+    spec = spec.with_tracking(run_name=f"{task}-{name}")
+    return Job(task, name, spec, benchmark, shown_overrides(chosen), choices)
 
 
 def shown_overrides(overrides: Sequence[str]) -> list[str]:
@@ -192,7 +174,26 @@ def shown_overrides(overrides: Sequence[str]) -> list[str]:
 # one task × method
 
 
-def score_observation(job: Job, posterior: Any, k: int, recorder: Any) -> tuple[float, float, float]:
+@dataclass
+class Fit:
+    """One trained posterior of a job: the spec it trains with and the observations it is scored on."""
+
+    spec: "RunSpec"
+    observations: list[int]
+
+
+def fits(job: Job) -> list[Fit]:
+    """Amortised: one fit scored everywhere. Sequential: one fit per observation, at its published x_o."""
+    if job.amortised:
+        return [Fit(job.spec, job.observations)]
+    from sbilab.simulators.sbibm_reference import published_observation
+
+    return [Fit(job.spec.at_observation(published_observation(job.task, k).x,
+                                        run_name=f"{job.spec.tracking.run_name}-obs{k}"), [k])
+            for k in job.observations]
+
+
+def score_observation(job: Job, spec: "RunSpec", posterior: Any, k: int, recorder: Any) -> tuple[float, float, float]:
     """Samples at sbibm's published x_o of observation ``k`` and their C2ST; (c2st, sample s, c2st s)."""
     import torch
     from threadpoolctl import threadpool_limits
@@ -201,7 +202,6 @@ def score_observation(job: Job, posterior: Any, k: int, recorder: Any) -> tuple[
     from sbilab.rng import seeded
     from sbilab.simulators.sbibm_reference import published_observation
 
-    spec = job.spec
     published = published_observation(job.task, k)
     x_o = torch.as_tensor(published.x, dtype=torch.float32)
     num = spec.diagnostics.num_observation_samples
@@ -215,11 +215,36 @@ def score_observation(job: Job, posterior: Any, k: int, recorder: Any) -> tuple[
     return score, sampled - started, time.perf_counter() - sampled
 
 
-def run_job(job: Job, parent_run_id: str, benchmark_id: str) -> JobResult:
-    """Train once, score every observation, record the child run; a failure comes back as the error."""
-    import torch
-
+def run_fit(job: Job, fit: Fit, result: JobResult, parent_run_id: str, tags: dict[str, str]) -> None:
+    """Train one posterior, score it on its observations, record it as a child run; add to ``result``."""
     from sbilab import pipeline
+
+    spec = fit.spec
+    with pipeline.open_run(spec, parent_run_id=parent_run_id, extra_tags=tags) as recorder:
+        result.run_ids.append(recorder.run_id)
+        started = time.perf_counter()
+        fitted = pipeline.train(spec, pipeline.RecordingObserver(recorder))
+        recorder.log_metrics(fitted.networks.metrics())
+        posterior = pipeline.build_posterior(spec, fitted)
+        pipeline.record(recorder, spec, fitted, None)
+        times = {"time/simulate_s": fitted.data.seconds, "time/train_s": fitted.networks.seconds,
+                 "time/sample_s": 0.0, "time/c2st_s": 0.0}
+        for k in fit.observations:
+            result.c2st[k], sample_s, c2st_s = score_observation(job, spec, posterior, k, recorder)
+            times["time/sample_s"] += sample_s
+            times["time/c2st_s"] += c2st_s
+            recorder.log_metrics({f"c2st/obs_{k}": result.c2st[k]})
+        times["time/total_s"] = time.perf_counter() - started
+        mean = sum(result.c2st[k] for k in fit.observations) / len(fit.observations)
+        recorder.log_metrics({"c2st/mean": mean,
+                              **{k: v for k, v in times.items() if k not in ("time/simulate_s", "time/train_s")}})
+        for key, value in times.items():
+            result.times[key] += value
+
+
+def run_job(job: Job, parent_run_id: str, benchmark_id: str) -> JobResult:
+    """Every fit of one task × method; a failure comes back as the error (its run is FAILED already)."""
+    import torch
 
     spec = job.spec
     result = JobResult(job.task, job.method, str(spec.part_configs["estimator"]["name"]), job.target)
@@ -227,87 +252,11 @@ def run_job(job: Job, parent_run_id: str, benchmark_id: str) -> JobResult:
     tags = {**{f"choice.{group}": option for group, option in job.choices.items()},
             "sbilab.benchmark_id": benchmark_id, "sbilab.task": job.task, "sbilab.overrides": " ".join(job.overrides)}
     try:
-        with pipeline.open_run(spec, parent_run_id=parent_run_id, extra_tags=tags) as recorder:
-            result.run_id = recorder.run_id
-            started = time.perf_counter()
-            fitted = pipeline.train(spec, pipeline.RecordingObserver(recorder))
-            result.times["time/simulate_s"] = fitted.data.seconds
-            result.times["time/train_s"] = fitted.networks.seconds
-            recorder.log_metrics(fitted.networks.metrics())
-            posterior = pipeline.build_posterior(spec, fitted)
-            pipeline.record(recorder, spec, fitted, None)
-            result.times["time/sample_s"] = result.times["time/c2st_s"] = 0.0
-            for k in job.observations:
-                result.c2st[k], sample_s, c2st_s = score_observation(job, posterior, k, recorder)
-                result.times["time/sample_s"] += sample_s
-                result.times["time/c2st_s"] += c2st_s
-                recorder.log_metrics({f"c2st/obs_{k}": result.c2st[k]})
-            result.times["time/total_s"] = time.perf_counter() - started
-            recorder.log_metrics({"c2st/mean": result.mean, **{k: v for k, v in result.times.items()
-                                                               if k not in ("time/simulate_s", "time/train_s")}})
-    except Exception as error:  # the run is FAILED already; the other jobs still run
+        for fit in fits(job):
+            run_fit(job, fit, result, parent_run_id, tags)
+    except Exception as error:  # the other jobs still run
         result.error = f"{type(error).__name__}: {error}".strip().splitlines()[0]
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# the table
-
-
-def table_rows(results: Sequence[JobResult]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and rows of the results table (one row per task × method)."""
-    numbers = sorted({k for r in results for k in r.c2st})
-    columns = ["task", "method", "estimator", *[f"c2st obs{k}" for k in numbers], "mean", "target", "pass",
-               "train s", "total s"]
-    rows = [{"task": r.task, "method": r.method, "estimator": r.estimator,
-             **{f"c2st obs{k}": _rounded(r.c2st.get(k), 3) for k in numbers}, "mean": _rounded(r.mean, 3),
-             "target": "-" if r.target is None else f"{r.target:.2f}", "pass": r.verdict,
-             "train s": _rounded(r.times.get("time/train_s"), 0), "total s": _rounded(r.times.get("time/total_s"), 0)}
-            for r in results]
-    return columns, rows
-
-
-def _rounded(value: Optional[float], digits: int) -> Optional[str]:
-    if value is None or not math.isfinite(value):
-        return None
-    return f"{value:.{digits}f}"
-
-
-def csv_table(results: Sequence[JobResult]) -> str:
-    """The table with full-precision numbers, every time metric, run id and error."""
-    from sbilab.experiments.tables import to_csv
-
-    numbers = sorted({k for r in results for k in r.c2st})
-    columns = ["task", "method", "estimator", *[f"c2st/obs_{k}" for k in numbers], "c2st/mean", "target", "pass",
-               *TIME_METRICS, "run_id", "error"]
-    rows = [{"task": r.task, "method": r.method, "estimator": r.estimator,
-             **{f"c2st/obs_{k}": v for k, v in r.c2st.items()}, "c2st/mean": r.mean, "target": r.target,
-             "pass": r.verdict, **r.times, "run_id": r.run_id, "error": r.error} for r in results]
-    return to_csv(columns, rows)
-
-
-def write_tables(results: Sequence[JobResult], output_dir: Path, recorder: Any) -> str:
-    """``results.md`` / ``results.csv`` in ``output_dir`` and on the parent run; return the markdown."""
-    from sbilab.experiments.tables import to_markdown
-
-    markdown = to_markdown(*table_rows(results))
-    csv_text = csv_table(results)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.md").write_text(markdown)
-    (output_dir / "results.csv").write_text(csv_text)
-    recorder.log_text(markdown, "benchmark/results.md")
-    recorder.log_text(csv_text, "benchmark/results.csv")
-    return markdown
-
-
-def result_line(r: JobResult) -> str:
-    """One progress line per finished task × method."""
-    if r.error is not None:
-        return f"sbilab: benchmark {r.task}/{r.method} FAILED: {r.error}"
-    scores = " ".join(f"{v:.3f}" for _, v in sorted(r.c2st.items()))
-    target = "" if r.target is None else f" (target {r.target:.2f}: {'met' if r.verdict == 'yes' else 'missed'})"
-    return (f"sbilab: benchmark {r.task}/{r.method}: c2st {scores}, mean {r.mean:.3f}{target}; "
-            f"train {r.times['time/train_s']:.0f}s, total {r.times['time/total_s']:.0f}s; run {r.run_id}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_bad_values_name_their_key(override, key):
 def test_threshold_keys_checked_early_are_the_gates():
     from dataclasses import fields
 
-    from sbilab.config import THRESHOLD_KEYS
+    from sbilab.diagnostics.settings import THRESHOLD_KEYS
     from sbilab.diagnostics.gates import GateThresholds
 
     assert set(THRESHOLD_KEYS) == {f.name for f in fields(GateThresholds)}

@@ -25,7 +25,7 @@ from urllib.request import urlopen
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from sbilab.diagnostics.settings import THRESHOLD_KEYS, DiagnosticsSettings
+from sbilab.diagnostics.settings import DiagnosticsSettings
 from sbilab.errors import ConfigError, TrackingError
 
 T = TypeVar("T")

@@ -92,7 +92,8 @@ class RunSpec:
         """A copy conditioned on a given summary vector ``x`` (as ``observation=summary observation.x=...``)."""
         x_o = torch.as_tensor(x, dtype=torch.float32).reshape(-1)
         if x_o.numel() != self.parts.x_dim:
-            raise ObservationError(f"observation.x gives {x_o.numel()} values but the summary produces {self.parts.x_dim}")
+            raise ObservationError(
+                f"observation.x gives {x_o.numel()} values but the summary produces {self.parts.x_dim}")
         config = {**self.config, "observation": {"name": "summary", "x": x_o.tolist()}}
         spec = replace(self, config=config, observation=Observation(x=x_o, source="x"))
         return spec.with_tracking(run_name=run_name) if run_name else spec

@@ -89,8 +89,8 @@ def test_bad_values_name_their_key(override, key):
 def test_threshold_keys_checked_early_are_the_gates():
     from dataclasses import fields
 
-    from sbilab.diagnostics.settings import THRESHOLD_KEYS
     from sbilab.diagnostics.gates import GateThresholds
+    from sbilab.diagnostics.settings import THRESHOLD_KEYS
 
     assert set(THRESHOLD_KEYS) == {f.name for f in fields(GateThresholds)}
     with pytest.raises(ConfigError, match=r"diagnostics\.thresholds\.sbc_pvalue"):

@@ -29,7 +29,7 @@ import numpy as np
 
 from sbilab.simulators import hh_kernel
 from sbilab.simulators.base import derive_seeds
-from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.simulators.hh_equations import HHParams
 from sbilab.summaries.hh_features import hh_feature_array
 
 #: The tutorial's prior box over (gbar_Na, gbar_K).

@@ -21,7 +21,7 @@ import pytest
 
 from sbilab.simulators import hh_kernel
 from sbilab.simulators.base import derive_seeds, row_generators
-from sbilab.simulators.hodgkin_huxley import HHParams, simulate_traces_numpy
+from sbilab.simulators.hh_equations import HHParams, simulate_traces_numpy
 from sbilab.summaries.hh_features import hh_feature_array
 
 V_ATOL = 1e-6  # mV, see module docstring
@@ -196,3 +196,32 @@ def test_simulator_class_uses_kernel() -> None:
     fused = simulator.simulate_summaries(theta, seeds, summary)
     assert traces.shape == (2, simulator.params.num_steps)
     torch.testing.assert_close(fused, summary(traces))
+
+
+def test_fusion_is_declared_by_the_summary() -> None:
+    """The simulator fuses what a summary declares (statistics + time axis), whatever the summary's type."""
+    import torch
+
+    from sbilab.simulators.hodgkin_huxley import HodgkinHuxley
+    from sbilab.summaries.hh_extended import HHExtended
+    from sbilab.summaries.hh_features import HHFeatures
+
+    timing = dict(duration=30.0, t_on=5.0, t_off=25.0)
+    simulator = HodgkinHuxley(**timing)
+    features = HHFeatures(**timing)
+
+    class Declared:
+        """Not an HHFeatures, but asks for the same statistics on the same axis."""
+
+        kernel_fusion = features.kernel_fusion
+
+        def __call__(self, traces):
+            raise AssertionError("a fused summary is never called on traces")
+
+    assert simulator.can_fuse(features) and simulator.can_fuse(Declared())
+    assert not simulator.can_fuse(HHFeatures())  # another time axis
+    assert not simulator.can_fuse(HHExtended(**timing))  # declares nothing: summarised from traces
+    assert not HodgkinHuxley(backend="numpy", **timing).can_fuse(features)
+    theta, seeds = np.array([[50.0, 5.0]]), derive_seeds(0, 0, 1)
+    out = simulator.simulate_summaries(torch.as_tensor(theta), seeds, Declared())
+    assert out.shape == (1, 7) and out[0, 0] > 0

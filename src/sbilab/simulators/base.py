@@ -8,6 +8,7 @@ not depend on the batch it was simulated in, on chunking or on worker count.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -39,6 +40,28 @@ def row_generators(seeds: np.ndarray) -> list[np.random.Generator]:
     return [np.random.default_rng(int(s)) for s in np.asarray(seeds, dtype=np.uint64)]
 
 
+@dataclass(frozen=True)
+class KernelFusion:
+    """What a summary asks of a simulator that can compute statistics inside its own kernel.
+
+    A summary declares it with a ``kernel_fusion`` attribute; a simulator whose kernel
+    computes exactly ``statistics`` (names, in order) on the time axis ``timing`` may
+    return them without materialising the raw output. Anything else is summarised
+    from the raw output, so a simulator never needs to know a summary's type.
+    """
+
+    #: names of the statistics, in output order
+    statistics: tuple[str, ...]
+    #: the time axis the statistics assume (simulator-specific, compared for equality)
+    timing: tuple[float, ...]
+
+
+def kernel_fusion(summary: object) -> Optional[KernelFusion]:
+    """The summary's fusion request, or None when it has none."""
+    request = getattr(summary, "kernel_fusion", None)
+    return request if isinstance(request, KernelFusion) else None
+
+
 class Simulator(ABC):
     """Batched simulator: ``simulate(theta[B, D], seeds[B]) -> x[B, ...]``."""
 
@@ -54,7 +77,7 @@ class Simulator(ABC):
     def simulate_summaries(
         self, theta: Tensor, seeds: np.ndarray, summary: Callable[[Tensor], Tensor]
     ) -> Tensor:
-        """Summaries of simulations; simulators with a fused kernel override this."""
+        """Summaries of simulations; simulators with a fused kernel override this (see :class:`KernelFusion`)."""
         return summary(self.simulate(theta, seeds))
 
     def trace_axes(self) -> Optional[tuple[np.ndarray, Optional[np.ndarray], float]]:

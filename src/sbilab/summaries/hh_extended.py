@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.simulators.hh_equations import HHParams
 from sbilab.summaries.hh_features import FEATURE_NAMES as TUTORIAL_NAMES
 from sbilab.summaries.hh_features import hh_feature_array
 from sbilab.errors import ConfigError

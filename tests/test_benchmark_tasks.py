@@ -26,15 +26,11 @@ from sbilab.parts import instantiate_part, part_config
 from sbilab.simulation import sample_prior
 from sbilab.simulators import sbibm_reference
 from sbilab.simulators.base import derive_seeds
-from sbilab.simulators.benchmark_tasks import (
-    TASKS,
-    BoxPrior,
-    GaussianLinear,
-    GaussianMixture,
-    TwoMoons,
-    row_uniforms,
-    smc_sample,
-)
+from sbilab.simulators.benchmark_tasks import TASKS
+from sbilab.simulators.benchmark_tasks.base import BoxPrior, row_uniforms, smc_sample
+from sbilab.simulators.benchmark_tasks.gaussian_linear import GaussianLinear
+from sbilab.simulators.benchmark_tasks.gaussian_mixture import GaussianMixture
+from sbilab.simulators.benchmark_tasks.two_moons import TwoMoons
 from sbilab.summaries.identity import Identity
 
 torch.set_num_threads(1)

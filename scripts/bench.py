@@ -27,9 +27,9 @@ import time
 
 import numpy as np
 
+from sbilab.rng import per_index_seeds
 from sbilab.simulators import hh_kernel
-from sbilab.simulators.base import derive_seeds
-from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.simulators.hh_equations import HHParams
 from sbilab.summaries.hh_features import hh_feature_array
 
 #: The tutorial's prior box over (gbar_Na, gbar_K).
@@ -46,7 +46,7 @@ def kernel_rate(
     count: int, repeats: int, p: HHParams, num_threads: int = 1, traces: bool = False
 ) -> tuple[float, float]:
     """Best-of-``repeats`` kernel sims/s (features, or traces only) and that run's CPU time / wall time."""
-    theta, seeds = prior_theta(count, 1), derive_seeds(1, 0, count)
+    theta, seeds = prior_theta(count, 1), per_index_seeds(1, 0, count)
     hh_kernel.run(theta[:64], seeds[:64], p, traces=False, features=True)  # load the library
     best, cpu_share = math.inf, 0.0
     for _ in range(repeats):
@@ -157,7 +157,7 @@ def rss_child(count: int, chunk: int) -> None:
     for start in range(0, count, chunk):
         stop = min(start + chunk, count)
         theta = prior_theta(stop - start, start)
-        _, out[start:stop] = hh_kernel.run(theta, derive_seeds(3, start, stop - start), p, traces=False,
+        _, out[start:stop] = hh_kernel.run(theta, per_index_seeds(3, start, stop - start), p, traces=False,
                                            features=True, num_threads=2)
     elapsed = time.perf_counter() - start_time
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -174,7 +174,7 @@ def peak_rss(count: int) -> dict:
 def _worker(start: int, count: int, barrier, results) -> None:
     """(Worker process) load the kernel, wait for all workers, then time its share of the sims."""
     p = HHParams()
-    theta, seeds = prior_theta(count, start), derive_seeds(4, start, count)
+    theta, seeds = prior_theta(count, start), per_index_seeds(4, start, count)
     hh_kernel.run(theta[:16], seeds[:16], p, traces=False, features=True)  # imports and library loaded
     barrier.wait()
     wall, cpu = time.perf_counter(), time.process_time()

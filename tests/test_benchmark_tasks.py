@@ -23,17 +23,13 @@ from sbi.utils.metrics import c2st
 from sbilab.config import SyntheticObservation, check_config
 from sbilab.observation import make_observation
 from sbilab.priors import sample_prior
+from sbilab.rng import per_index_seeds
 from sbilab.simulators import sbibm_reference
-from sbilab.simulators.base import derive_seeds
-from sbilab.simulators.benchmark_tasks import (
-    TASKS,
-    BoxPrior,
-    GaussianLinear,
-    GaussianMixture,
-    TwoMoons,
-    row_uniforms,
-    smc_sample,
-)
+from sbilab.simulators.benchmark_tasks import TASKS
+from sbilab.simulators.benchmark_tasks.base import BoxPrior, row_uniforms, smc_sample
+from sbilab.simulators.benchmark_tasks.gaussian_linear import GaussianLinear
+from sbilab.simulators.benchmark_tasks.gaussian_mixture import GaussianMixture
+from sbilab.simulators.benchmark_tasks.two_moons import TwoMoons
 from sbilab.spec import instantiate_part, part_config
 from sbilab.summaries.identity import Identity
 
@@ -68,7 +64,7 @@ def published():
 
 
 def test_row_uniforms_depend_only_on_the_row_seed():
-    seeds = derive_seeds(7, 0, 1000)
+    seeds = per_index_seeds(7, 0, 1000)
     u = row_uniforms(seeds, 6)
     assert u.shape == (1000, 6) and u.dtype == np.float64
     assert (u > 0).all() and (u < 1).all()
@@ -89,11 +85,11 @@ def test_simulate_shape_dtype_and_determinism(name):
     dim_theta, dim_x = DIMS[name]
     assert task.parameter_dim == dim_theta and task.data_dim == dim_x and task.version
     theta = prior_theta(task, 64, 0)
-    seeds = derive_seeds(3, 0, 64)
+    seeds = per_index_seeds(3, 0, 64)
     x = task.simulate(theta, seeds)
     assert x.shape == (64, dim_x) and x.dtype == torch.float32 and torch.isfinite(x).all()
     assert torch.equal(task.simulate(theta, seeds), x)
-    assert not torch.equal(task.simulate(theta, derive_seeds(4, 0, 64)), x)
+    assert not torch.equal(task.simulate(theta, per_index_seeds(4, 0, 64)), x)
     assert torch.equal(task(theta, seed=3), x)
 
 
@@ -101,7 +97,7 @@ def test_simulate_shape_dtype_and_determinism(name):
 def test_row_output_does_not_depend_on_the_batch(name):
     task = TASKS[name]()
     theta = prior_theta(task, 50, 1)
-    seeds = derive_seeds(11, 0, 50)
+    seeds = per_index_seeds(11, 0, 50)
     x = task.simulate(theta, seeds)
     order = np.random.default_rng(0).permutation(50)
     assert torch.equal(task.simulate(theta[order], seeds[order]), x[order])
@@ -118,7 +114,7 @@ def test_row_output_does_not_depend_on_the_batch(name):
 def test_simulating_100k_rows_is_fast(name):
     task = TASKS[name]()
     theta = prior_theta(task, 100_000, 0)
-    seeds = derive_seeds(0, 0, 100_000)
+    seeds = per_index_seeds(0, 0, 100_000)
     started = time.perf_counter()
     x = task.simulate(theta, seeds)
     assert time.perf_counter() - started < 2.0
@@ -129,9 +125,9 @@ def test_simulating_100k_rows_is_fast(name):
 def test_bad_input_is_rejected(name):
     task = TASKS[name]()
     with pytest.raises(ValueError, match="columns"):
-        task.simulate(torch.zeros(3, task.parameter_dim + 1), derive_seeds(0, 0, 3))
+        task.simulate(torch.zeros(3, task.parameter_dim + 1), per_index_seeds(0, 0, 3))
     with pytest.raises(ValueError, match="seeds"):
-        task.simulate(torch.zeros(3, task.parameter_dim), derive_seeds(0, 0, 2))
+        task.simulate(torch.zeros(3, task.parameter_dim), per_index_seeds(0, 0, 2))
     with pytest.raises(ValueError, match="x_o"):
         task.reference_posterior(torch.zeros(task.data_dim + 1), 10, 0)
     with pytest.raises(ValueError, match="simulator.reference"):
@@ -140,7 +136,7 @@ def test_bad_input_is_rejected(name):
 
 def _simulate_at(task, theta, n=40_000):
     theta = torch.as_tensor(np.tile(np.asarray(theta, dtype=np.float32), (n, 1)))
-    return task.simulate(theta, derive_seeds(5, 0, n)).double().numpy()
+    return task.simulate(theta, per_index_seeds(5, 0, n)).double().numpy()
 
 
 def test_two_moons_law():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.simulators.hh_equations import HHParams
 from sbilab.summaries.hh_features import FEATURE_NAMES, HHFeatures, hh_feature_array
 
 P = HHParams()
@@ -71,7 +71,7 @@ def test_moments_of_a_known_signal():
 
 
 def test_equals_the_tutorial_code_on_simulated_traces():
-    from sbilab.simulators.hodgkin_huxley import simulate_traces_numpy
+    from sbilab.simulators.hh_equations import simulate_traces_numpy
 
     theta = np.array([[50.0, 5.0], [4.0, 1.5], [20.0, 15.0]])
     V = simulate_traces_numpy(theta, np.random.default_rng(1).standard_normal((3, P.num_steps - 1)), P)

@@ -19,9 +19,10 @@ import sys
 import numpy as np
 import pytest
 
+from sbilab.rng import per_index_seeds
 from sbilab.simulators import hh_kernel
-from sbilab.simulators.base import derive_seeds, row_generators
-from sbilab.simulators.hodgkin_huxley import HHParams, simulate_traces_numpy
+from sbilab.simulators.base import row_generators
+from sbilab.simulators.hh_equations import HHParams, simulate_traces_numpy
 from sbilab.summaries.hh_features import hh_feature_array
 
 V_ATOL = 1e-6  # mV, see module docstring
@@ -97,8 +98,8 @@ def test_noisy_statistics_agree_with_numpy_reference_in_distribution(theta: tupl
     """Means over 100 seeds of each statistic agree within 4 standard errors (different RNGs)."""
     p, count = HHParams(), 100
     thetas = np.tile(theta, (count, 1))
-    _, kernel = hh_kernel.run(thetas, derive_seeds(11, 0, count), p, traces=False, features=True)
-    noise = np.stack([g.standard_normal(p.num_steps - 1) for g in row_generators(derive_seeds(12, 0, count))])
+    _, kernel = hh_kernel.run(thetas, per_index_seeds(11, 0, count), p, traces=False, features=True)
+    noise = np.stack([g.standard_normal(p.num_steps - 1) for g in row_generators(per_index_seeds(12, 0, count))])
     reference = hh_feature_array(simulate_traces_numpy(thetas, noise, p), p)
     for column, (a, b) in enumerate(zip(kernel.T, reference.T)):
         se = math.sqrt(a.var(ddof=1) / count + b.var(ddof=1) / count)
@@ -111,7 +112,7 @@ def test_fused_features_equal_features_of_own_traces(noise_scale: float) -> None
     """Streamed statistics = hh_feature_array of the kernel's traces; strong noise stresses the peak rule."""
     p, count = HHParams(noise_scale=noise_scale), 64
     theta = np.random.default_rng(0).uniform([0.5, 1e-4], [80.0, 15.0], size=(count, 2))
-    seeds = derive_seeds(5, 0, count)
+    seeds = per_index_seeds(5, 0, count)
     V, features = hh_kernel.run(theta, seeds, p, traces=True, features=True)
     assert_features_close(features, hh_feature_array(V, p))
     V_only, none = hh_kernel.run(theta, seeds, p, traces=True, features=False)
@@ -124,7 +125,7 @@ def test_fused_features_equal_features_of_own_traces(noise_scale: float) -> None
 def test_rows_do_not_depend_on_batch_or_position(monkeypatch: pytest.MonkeyPatch) -> None:
     p, count = HHParams(duration=40.0, t_on=5.0, t_off=35.0), 37  # 37: not a multiple of the lane count
     theta = np.random.default_rng(1).uniform([0.5, 1e-4], [80.0, 15.0], size=(count, 2))
-    seeds = derive_seeds(7, 0, count)
+    seeds = per_index_seeds(7, 0, count)
     V, features = hh_kernel.run(theta, seeds, p, traces=True, features=True)
     again = hh_kernel.run(theta, seeds, p, traces=True, features=True)
     np.testing.assert_array_equal(again[0], V)
@@ -190,9 +191,38 @@ def test_simulator_class_uses_kernel() -> None:
 
     simulator = HodgkinHuxley(duration=30.0, t_on=5.0, t_off=25.0)
     theta = torch.tensor([[50.0, 5.0], [4.0, 1.5]])
-    seeds = derive_seeds(0, 0, 2)
+    seeds = per_index_seeds(0, 0, 2)
     traces = simulator.simulate(theta, seeds)
     summary = HHFeatures(duration=30.0, t_on=5.0, t_off=25.0)
     fused = simulator.simulate_summaries(theta, seeds, summary)
     assert traces.shape == (2, simulator.params.num_steps)
     torch.testing.assert_close(fused, summary(traces))
+
+
+def test_fusion_is_declared_by_the_summary() -> None:
+    """The simulator fuses what a summary declares (statistics + time axis), whatever the summary's type."""
+    import torch
+
+    from sbilab.simulators.hodgkin_huxley import HodgkinHuxley
+    from sbilab.summaries.hh_extended import HHExtended
+    from sbilab.summaries.hh_features import HHFeatures
+
+    timing = dict(duration=30.0, t_on=5.0, t_off=25.0)
+    simulator = HodgkinHuxley(**timing)
+    features = HHFeatures(**timing)
+
+    class Declared:
+        """Not an HHFeatures, but asks for the same statistics on the same axis."""
+
+        kernel_fusion = features.kernel_fusion
+
+        def __call__(self, traces):
+            raise AssertionError("a fused summary is never called on traces")
+
+    assert simulator.can_fuse(features) and simulator.can_fuse(Declared())
+    assert not simulator.can_fuse(HHFeatures())  # another time axis
+    assert not simulator.can_fuse(HHExtended(**timing))  # declares nothing: summarised from traces
+    assert not HodgkinHuxley(backend="numpy", **timing).can_fuse(features)
+    theta, seeds = np.array([[50.0, 5.0]]), per_index_seeds(0, 0, 1)
+    out = simulator.simulate_summaries(torch.as_tensor(theta), seeds, Declared())
+    assert out.shape == (1, 7) and out[0, 0] > 0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sbilab.simulators.hodgkin_huxley import HHParams, HodgkinHuxley, simulate_traces_numpy
+from sbilab.simulators.hh_equations import HHParams, simulate_traces_numpy
+from sbilab.simulators.hodgkin_huxley import HodgkinHuxley
 
 
 def plain_hh(gbar_na: float, gbar_k: float, xi: np.ndarray, p: HHParams) -> list[float]:

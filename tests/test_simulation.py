@@ -7,8 +7,9 @@ import pytest
 import torch
 from sbi.utils import BoxUniform
 
+from sbilab.rng import per_index_seeds
 from sbilab.simulation import SimulationError, simulate_dataset
-from sbilab.simulators.base import Simulator, derive_seeds
+from sbilab.simulators.base import Simulator
 from sbilab.summaries.identity import Identity
 
 
@@ -47,9 +48,9 @@ def test_identical_for_any_chunk_size_and_worker_count(tmp_path):
 
 
 def test_seeds_depend_on_run_seed_and_index_only():
-    assert np.array_equal(derive_seeds(1, 10, 5), derive_seeds(1, 0, 15)[10:])
-    assert len(set(derive_seeds(1, 0, 10_000).tolist())) == 10_000
-    assert not np.array_equal(derive_seeds(1, 0, 5), derive_seeds(2, 0, 5))
+    assert np.array_equal(per_index_seeds(1, 10, 5), per_index_seeds(1, 0, 15)[10:])
+    assert len(set(per_index_seeds(1, 0, 10_000).tolist())) == 10_000
+    assert not np.array_equal(per_index_seeds(1, 0, 5), per_index_seeds(2, 0, 5))
 
 
 def test_train_and_test_purposes_draw_different_data(tmp_path):

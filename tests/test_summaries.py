@@ -18,7 +18,7 @@ from sbi.utils import BoxUniform
 from sbilab.config import TrainerSettings
 from sbilab.methods import FMPE, NPE, NRE
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
-from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.simulators.hh_equations import HHParams
 from sbilab.summaries.embedding import DownsampledTraceCNN, block_mean
 from sbilab.summaries.hh_extended import FEATURE_NAMES, HHExtended, hh_extended_array
 from sbilab.summaries.hh_features import hh_feature_array

@@ -8,35 +8,41 @@ not depend on the batch it was simulated in, on chunking or on worker count.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-_MASK64 = (1 << 64) - 1
-
-
-def derive_seeds(seed: int, start: int, count: int) -> np.ndarray:
-    """Per-simulation seeds ``splitmix64(seed, start + i)`` for ``i < count``.
-
-    Simulation ``j`` of a run always gets the same seed, whatever chunk or worker
-    simulates it: seeds come from (run seed, global index), not from a stream.
-    """
-    index = np.arange(start, start + count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = np.uint64((int(seed) * 0x9E3779B97F4A7C15) & _MASK64) + (index + np.uint64(1)) * np.uint64(
-            0xBF58476D1CE4E5B9
-        )
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return z
+from sbilab.rng import per_index_seeds
 
 
 def row_generators(seeds: np.ndarray) -> list[np.random.Generator]:
     """One independent NumPy generator per row seed."""
     return [np.random.default_rng(int(s)) for s in np.asarray(seeds, dtype=np.uint64)]
+
+
+@dataclass(frozen=True)
+class KernelFusion:
+    """What a summary asks of a simulator that can compute statistics inside its own kernel.
+
+    A summary declares it with a ``kernel_fusion`` attribute; a simulator whose kernel
+    computes exactly ``statistics`` (names, in order) on the time axis ``timing`` may
+    return them without materialising the raw output. Anything else is summarised
+    from the raw output, so a simulator never needs to know a summary's type.
+    """
+
+    #: names of the statistics, in output order
+    statistics: tuple[str, ...]
+    #: the time axis the statistics assume (simulator-specific, compared for equality)
+    timing: tuple[float, ...]
+
+
+def kernel_fusion(summary: object) -> Optional[KernelFusion]:
+    """The summary's fusion request, or None when it has none."""
+    request = getattr(summary, "kernel_fusion", None)
+    return request if isinstance(request, KernelFusion) else None
 
 
 class Simulator(ABC):
@@ -54,7 +60,7 @@ class Simulator(ABC):
     def simulate_summaries(
         self, theta: Tensor, seeds: np.ndarray, summary: Callable[[Tensor], Tensor]
     ) -> Tensor:
-        """Summaries of simulations; simulators with a fused kernel override this."""
+        """Summaries of simulations; simulators with a fused kernel override this (see :class:`KernelFusion`)."""
         return summary(self.simulate(theta, seeds))
 
     def trace_axes(self) -> Optional[tuple[np.ndarray, Optional[np.ndarray], float]]:
@@ -67,7 +73,7 @@ class Simulator(ABC):
 
     def __call__(self, theta: Tensor, seed: int = 0) -> Tensor:
         """Convenience: simulate with per-row seeds derived from one seed."""
-        return self.simulate(theta, derive_seeds(seed, 0, theta.shape[0]))
+        return self.simulate(theta, per_index_seeds(seed, 0, theta.shape[0]))
 
 
 def as_float64_numpy(theta: Tensor | np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Python side of the compiled Hodgkin-Huxley kernel (``_hh_kernel.c``).
 
-:func:`run` integrates the model of :func:`~sbilab.simulators.hodgkin_huxley.simulate_traces_numpy`
-in C, with the tutorial's 7 summary statistics streamed in the same pass. The
+:func:`run` integrates the model of :func:`~sbilab.simulators.hh_equations.simulate_traces_numpy`
+in C, with the tutorial's 7 summary statistics (:data:`STATISTICS`) streamed in the same pass. The
 library is called through :mod:`ctypes`, which releases the GIL for the call, so
 threads (``num_threads``) and worker processes both run it in parallel.
 
@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import importlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
-from sbilab.simulators.hodgkin_huxley import HHParams, gate_rates
+from sbilab.simulators.hh_equations import MOMENT_STATISTICS, HHParams, gate_rates
+
+#: The statistics the kernel computes in its pass (names, in output order).
+STATISTICS = MOMENT_STATISTICS
 
 #: Rows per call into C: bounds the work between checks for Ctrl-C and shares work between threads.
 CHUNK_ROWS = 1024
@@ -40,6 +45,12 @@ class _Config(ctypes.Structure):
             "num_steps", "rest_end", "tail_start", "tail_end", "stim_start", "stim_end",
         )],
     ]
+
+
+def source_hash() -> str:
+    """First 12 hex digits of the kernel source's sha256 ('nosource' when it is not shipped)."""
+    source = Path(__file__).with_name("_hh_kernel.c")
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:12] if source.exists() else "nosource"
 
 
 @functools.cache

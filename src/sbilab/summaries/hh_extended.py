@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.errors import ConfigError
+from sbilab.simulators.hh_equations import HHParams
 from sbilab.summaries.hh_features import FEATURE_NAMES as TUTORIAL_NAMES
 from sbilab.summaries.hh_features import hh_feature_array
-from sbilab.errors import ConfigError
 
 EXTRA_NAMES = ("spike_latency", "isi_mean", "isi_cv", "ap_amplitude", "ap_width", "adaptation_index")
 FEATURE_NAMES = TUTORIAL_NAMES + EXTRA_NAMES

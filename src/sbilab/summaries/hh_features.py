@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sbilab.simulators.hodgkin_huxley import HHParams
+from sbilab.simulators.base import KernelFusion
+from sbilab.simulators.hh_equations import MOMENT_STATISTICS, HHParams
 
-FEATURE_NAMES = ("spike_count", "rest_mean", "rest_std", "stim_mean", "stim_var", "stim_skew", "stim_kurtosis")
+FEATURE_NAMES = MOMENT_STATISTICS
 
 
 def spike_count(V: np.ndarray, time: np.ndarray, t_on: float, t_off: float, threshold: float = -10.0,
@@ -56,7 +57,11 @@ def hh_feature_array(V: np.ndarray, p: HHParams) -> np.ndarray:
 
 
 class HHFeatures:
-    """Callable summary: traces [B, T] -> the tutorial's 7 statistics [B, 7] (float32)."""
+    """Callable summary: traces [B, T] -> the tutorial's 7 statistics [B, 7] (float32).
+
+    It declares :attr:`kernel_fusion`, so the HH simulator's compiled kernel computes
+    the same statistics in its pass when its time axis is this summary's.
+    """
 
     names = FEATURE_NAMES
 
@@ -67,10 +72,10 @@ class HHFeatures:
     def dim(self) -> int:
         return len(FEATURE_NAMES)
 
-    def matches(self, simulator_params: HHParams) -> bool:
-        """True when the statistics' time axis equals the simulator's (fused kernel allowed)."""
-        timing = ("duration", "dt", "t_on", "t_off")
-        return all(getattr(self.params, k) == getattr(simulator_params, k) for k in timing)
+    @property
+    def kernel_fusion(self) -> KernelFusion:
+        """These statistics on this time axis (a kernel that computes them may fuse them)."""
+        return KernelFusion(statistics=FEATURE_NAMES, timing=self.params.timing)
 
     def __call__(self, traces: Tensor) -> Tensor:
         V = np.asarray(traces.detach().cpu().numpy(), dtype=np.float64)

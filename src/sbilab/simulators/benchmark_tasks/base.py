@@ -1,14 +1,4 @@
-"""Four SBI-benchmark tasks of sbibm (Lueckmann et al. 2021) with reference posteriors.
-
-=================  ====  ====  ==============================================
-task               dim θ dim x reference posterior
-=================  ====  ====  ==============================================
-two_moons            2     2   exact: simulator noise pushed through the
-                               inverse map, rejected outside the prior box
-gaussian_linear     10    10   analytic Gaussian
-slcp                 5     8   tempered SMC on the exact Gaussian likelihood
-gaussian_mixture     2     2   exact: mixture of box-truncated Gaussians
-=================  ====  ====  ==============================================
+"""What the sbibm benchmark tasks share: the task base class, per-row uniforms, priors, tempered SMC.
 
 Randomness. Row ``i`` draws its variates from the SplitMix64 stream started at
 ``seeds[i]`` (:func:`row_uniforms`): a counter-based generator evaluated for the
@@ -16,9 +6,9 @@ whole batch at once, so a row's output depends only on (θ_i, seed_i), and 100k
 rows take milliseconds. Each task consumes a fixed number of uniforms per row and
 turns them into its noise (normals by the inverse normal CDF).
 
-Priors. The reference posteriors assume each task's sbibm prior (``prior`` below),
-which ``conf/prior/<task>.yaml`` reproduces; a run with another prior gets the
-wrong reference. The benchmark's observations 1-3 are tabulated in
+Priors. The reference posteriors assume each task's sbibm prior (``prior`` on the
+task class), which ``conf/prior/<task>.yaml`` reproduces; a run with another prior
+gets the wrong reference. The benchmark's observations 1-3 are tabulated in
 :mod:`sbilab.simulators.sbibm_reference`; with ``reference="published"`` and an
 x_o equal to one of sbibm's observations, the published samples are returned
 (when cached), else the likelihood-based ones.
@@ -33,13 +23,12 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from scipy import stats
-from scipy.special import log_ndtr, ndtri
+from scipy.special import ndtri
 from torch import Tensor
 
+from sbilab.errors import ConfigError
 from sbilab.simulators import sbibm_reference
 from sbilab.simulators.base import Simulator, as_float64_numpy, to_tensor
-from sbilab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -369,196 +358,3 @@ class BenchmarkTask(Simulator):
                         self.name, num_samples, samples.shape[0])
             return None
         return samples[rng.permutation(samples.shape[0])[:num_samples]]
-
-
-def _log_normal_mass(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """log(Φ(high) − Φ(low)) elementwise, accurate in both tails (low < high)."""
-    upper = low > 0  # both in the upper tail: use the mirror interval
-    a, b = np.where(upper, -high, low), np.where(upper, -low, high)
-    log_b, log_a = log_ndtr(b), log_ndtr(a)
-    return log_b + np.log1p(-np.exp(log_a - log_b))
-
-
-# --------------------------------------------------------------------------------------
-# The tasks
-# --------------------------------------------------------------------------------------
-
-
-class TwoMoons(BenchmarkTask):
-    """two_moons: θ ~ U(-1, 1)²; x = p + (−|θ₁+θ₂|/√2, (−θ₁+θ₂)/√2).
-
-    p = (r cos a + 0.25, r sin a) with a ~ U(−π/2, π/2), r ~ N(0.1, 0.01²).
-    """
-
-    name = "two_moons"
-    parameter_dim = 2
-    data_dim = 2
-    num_variates = 2
-    version = "1"
-    prior = BoxPrior((-1.0, -1.0), (1.0, 1.0))
-    A_LOW, A_HIGH, R_LOC, R_SCALE, OFFSET = -math.pi / 2, math.pi / 2, 0.1, 0.01, 0.25
-
-    def moon_points(self, u: np.ndarray) -> np.ndarray:
-        """p [B, 2] from uniforms [B, 2] (the simulator's only noise)."""
-        a = self.A_LOW + (self.A_HIGH - self.A_LOW) * u[:, 0]
-        r = self.R_LOC + self.R_SCALE * normals(u[:, 1])
-        return np.stack([r * np.cos(a) + self.OFFSET, r * np.sin(a)], axis=1)
-
-    @staticmethod
-    def shift(theta: np.ndarray) -> np.ndarray:
-        """(−|θ₁+θ₂|/√2, (−θ₁+θ₂)/√2): x − p."""
-        return np.stack([-np.abs(theta[:, 0] + theta[:, 1]), theta[:, 1] - theta[:, 0]], axis=1) / math.sqrt(2)
-
-    def simulate_from_uniforms(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-        return self.moon_points(u) + self.shift(theta)
-
-    def log_likelihood(self, theta: np.ndarray, x_o: np.ndarray) -> np.ndarray:
-        """Density of p = x_o − shift(θ): polar (r, a) density with the Jacobian 1/r.
-
-        p(u, v) = N(r; 0.1, 0.01²) · 1/π · 1/r for u = p₁ − 0.25 > 0 (a ∈ (−π/2, π/2)),
-        r = √(u² + v²). (sbibm's own potential leaves out 1/(π r); its reference
-        samples come from the exact sampler below.)
-        """
-        p = x_o[None, :] - self.shift(theta)
-        u, v = p[:, 0] - self.OFFSET, p[:, 1]
-        r = np.hypot(u, v)
-        with np.errstate(divide="ignore"):
-            out = (stats.norm.logpdf(r, self.R_LOC, self.R_SCALE) - math.log(self.A_HIGH - self.A_LOW) - np.log(r))
-        return np.where(u > 0, out, -np.inf)
-
-    def sample_reference(self, x_o: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-        """Exact: draw p from the simulator's noise, solve x_o = p + shift(θ) for θ, keep θ in the box.
-
-        With z = Rθ (rotation by 45°: z₀ = (θ₁+θ₂)/√2, z₁ = (θ₂−θ₁)/√2), x_o = p + (−|z₀|, z₁)
-        gives |z₀| = p₁ − x₁ (needs p₁ ≥ x₁) and z₁ = x₂ − p₂; the sign of z₀ is ±
-        with probability ½ each (the likelihood is even in z₀). θ = Rᵀz has unit
-        Jacobian and the prior is flat, so the accepted θ are posterior samples.
-        """
-        out: list[np.ndarray] = []
-        have, tries = 0, 0
-        while have < num_samples:
-            batch = max(2 * (num_samples - have), 1024)
-            p = self.moon_points(rng.uniform(size=(batch, 2)))
-            z0 = (p[:, 0] - x_o[0]) * np.where(rng.uniform(size=batch) < 0.5, -1.0, 1.0)
-            z1 = x_o[1] - p[:, 1]
-            theta = np.stack([z0 - z1, z0 + z1], axis=1) / math.sqrt(2)
-            keep = (p[:, 0] >= x_o[0]) & np.isfinite(self.prior.log_prob(theta))
-            out.append(theta[keep])
-            have += int(keep.sum())
-            tries += batch
-            if tries > 1000 * max(num_samples, 1000) and have < num_samples:
-                raise RuntimeError(f"two_moons reference: acceptance {have / tries:.1e} at x_o={x_o.tolist()}")
-        return np.concatenate(out)[:num_samples]
-
-
-class GaussianLinear(BenchmarkTask):
-    """gaussian_linear: θ ~ N(0, 0.1·I₁₀), x ~ N(θ, 0.1·I₁₀) (covariances); analytic posterior."""
-
-    name = "gaussian_linear"
-    parameter_dim = 10
-    data_dim = 10
-    num_variates = 10
-    version = "1"
-    PRIOR_VARIANCE = 0.1
-    NOISE_VARIANCE = 0.1
-    prior = GaussianPrior((0.0,) * 10, (math.sqrt(PRIOR_VARIANCE),) * 10)
-
-    def simulate_from_uniforms(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-        return theta + math.sqrt(self.NOISE_VARIANCE) * normals(u)
-
-    def log_likelihood(self, theta: np.ndarray, x_o: np.ndarray) -> np.ndarray:
-        return np.sum(stats.norm.logpdf(x_o[None, :], theta, math.sqrt(self.NOISE_VARIANCE)), axis=1)
-
-    def posterior_moments(self, x_o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean [D] and covariance [D, D] of the Gaussian posterior."""
-        loc = np.asarray(self.prior.loc)
-        precision = 1.0 / self.PRIOR_VARIANCE + 1.0 / self.NOISE_VARIANCE
-        mean = (np.asarray(x_o) / self.NOISE_VARIANCE + loc / self.PRIOR_VARIANCE) / precision
-        return mean, np.eye(self.parameter_dim) / precision
-
-    def sample_reference(self, x_o: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-        mean, cov = self.posterior_moments(x_o)
-        return mean + rng.standard_normal((num_samples, self.parameter_dim)) * np.sqrt(np.diag(cov))
-
-
-class SLCP(BenchmarkTask):
-    """slcp: θ ~ U(−3, 3)⁵; x = 4 iid draws of N(m, Σ), flattened as (x₁₁, x₁₂, x₂₁, ...).
-
-    m = (θ₁, θ₂), s₁ = θ₃², s₂ = θ₄², ρ = tanh θ₅,
-    Σ = [[s₁², ρ s₁ s₂], [ρ s₁ s₂, s₂²]] + 1e-6·I.
-    """
-
-    name = "slcp"
-    parameter_dim = 5
-    data_dim = 8
-    num_points = 4
-    num_variates = 8
-    version = "1"
-    EPS = 1e-6
-    prior = BoxPrior((-3.0,) * 5, (3.0,) * 5)
-    symmetric_coordinates = (2, 3)  # Σ depends on θ₃², θ₄² only
-
-    def covariance(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(Σ₁₁, Σ₂₂, Σ₁₂), each [B]."""
-        s1, s2, rho = theta[:, 2] ** 2, theta[:, 3] ** 2, np.tanh(theta[:, 4])
-        return s1**2 + self.EPS, s2**2 + self.EPS, rho * s1 * s2
-
-    def simulate_from_uniforms(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-        a, b, c = self.covariance(theta)
-        l11 = np.sqrt(a)
-        l21 = c / l11
-        l22 = np.sqrt(np.maximum(b - l21**2, 0.0))
-        z = normals(u).reshape(-1, self.num_points, 2)
-        x1 = theta[:, None, 0] + l11[:, None] * z[..., 0]
-        x2 = theta[:, None, 1] + l21[:, None] * z[..., 0] + l22[:, None] * z[..., 1]
-        return np.stack([x1, x2], axis=2).reshape(-1, self.data_dim)
-
-    def log_likelihood(self, theta: np.ndarray, x_o: np.ndarray) -> np.ndarray:
-        a, b, c = self.covariance(theta)
-        det = a * b - c**2
-        d = x_o.reshape(1, self.num_points, 2) - theta[:, None, :2]
-        quad = np.sum(b[:, None] * d[..., 0] ** 2 - 2 * c[:, None] * d[..., 0] * d[..., 1]
-                      + a[:, None] * d[..., 1] ** 2, axis=1) / det
-        return -self.num_points * (math.log(2 * math.pi) + 0.5 * np.log(det)) - 0.5 * quad
-
-
-class GaussianMixture(BenchmarkTask):
-    """gaussian_mixture: θ ~ U(−10, 10)²; x ~ ½ N(θ, I) + ½ N(θ, 0.01·I)."""
-
-    name = "gaussian_mixture"
-    parameter_dim = 2
-    data_dim = 2
-    num_variates = 3  # component, then one normal per dimension
-    version = "1"
-    SCALES = (1.0, 0.1)
-    WEIGHTS = (0.5, 0.5)
-    prior = BoxPrior((-10.0, -10.0), (10.0, 10.0))
-
-    def simulate_from_uniforms(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-        scale = np.where(u[:, 0] < self.WEIGHTS[0], self.SCALES[0], self.SCALES[1])
-        return theta + scale[:, None] * normals(u[:, 1:])
-
-    def log_likelihood(self, theta: np.ndarray, x_o: np.ndarray) -> np.ndarray:
-        parts = [math.log(w) + np.sum(stats.norm.logpdf(x_o[None, :], theta, s), axis=1)
-                 for w, s in zip(self.WEIGHTS, self.SCALES)]
-        return np.logaddexp(*parts)
-
-    def sample_reference(self, x_o: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-        """Exact: the posterior is Σ_k w_k N(θ; x_o, s_k² I) restricted to the box, i.e. a mixture of
-        box-truncated Gaussians whose weights are w_k times the box mass of N(x_o, s_k² I)."""
-        low, high = np.asarray(self.prior.low), np.asarray(self.prior.high)
-        log_mass = np.array([
-            math.log(w) + float(np.sum(_log_normal_mass((low - x_o) / s, (high - x_o) / s)))
-            for w, s in zip(self.WEIGHTS, self.SCALES)
-        ])
-        probs = np.exp(log_mass - log_mass.max())
-        component = rng.choice(len(self.SCALES), size=num_samples, p=probs / probs.sum())
-        scale = np.asarray(self.SCALES)[component][:, None]
-        a, b = (low - x_o) / scale, (high - x_o) / scale
-        return stats.truncnorm.rvs(a, b, loc=x_o, scale=scale, size=(num_samples, self.parameter_dim),
-                                   random_state=rng)
-
-
-TASKS: dict[str, type[BenchmarkTask]] = {
-    cls.name: cls for cls in (TwoMoons, GaussianLinear, SLCP, GaussianMixture)
-}

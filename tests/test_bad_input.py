@@ -45,6 +45,7 @@ CASES = [
     (["prior.names=[a]"], "prior.names"),
     (["experiment=two_moons", "summary=hh_features"], "summary=hh_features"),  # reads simulator.duration
     (["observation.theta=[1,2,3]"], "observation.theta"),
+    (["prior.low=[10,10]"], "observation.theta"),  # θ* = (50, 5) lies outside this prior: no posterior holds it
     ([*SUMMARY, "observation.x=[1,2]"], "observation.x"),
     (SUMMARY, "observation"),  # no x given
     ([*RECORDING, "observation.file=/nonexistent/trace.csv"], "observation.file"),

@@ -283,7 +283,7 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
         except (URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise TrackingError(
-                f"tracking.uri={uri!r}: no MLflow server answers ({reason}); start one (see README) "
+                f"tracking.uri={uri!r}: no MLflow server answers ({reason}); start one (docs/scale-out.md) "
                 "or use the default SQLite store"
             ) from None
     elif scheme == "sqlite":

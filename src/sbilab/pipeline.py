@@ -40,7 +40,14 @@ from sbilab.priors import sample_prior
 from sbilab.rng import per_index_seeds, seeded
 from sbilab.simulation import Dataset, simulate_dataset
 from sbilab.spec import RunSpec
-from sbilab.training import Fitted, TrainingProblem, strategy_for
+from sbilab.training import (
+    EnsembleTraining,
+    Fitted,
+    SilentObserver,
+    TrainingObserver,
+    TrainingProblem,
+    strategy_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +91,6 @@ def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
     with open_run(spec, parent_run_id=parent_run_id, extra_tags=extra_tags) as recorder:
         started = time.perf_counter()
         fitted = train(spec, RecordingObserver(recorder))
-        recorder.log_metrics(fitted.networks.metrics())
         posterior = build_posterior(spec, fitted)
         diagnosis = diagnose(spec, posterior)
         record(recorder, spec, fitted, diagnosis)
@@ -130,10 +136,10 @@ def simulate(spec: RunSpec, purpose: str, num: int, proposal: Optional[Any] = No
     )
 
 
-def train(spec: RunSpec, observer: Any) -> Fitted:
+def train(spec: RunSpec, observer: TrainingObserver = SilentObserver()) -> Fitted:
     """Simulate the training data and train the method's networks on it (its training strategy decides how).
 
-    ``observer`` (a :class:`~sbilab.training.TrainingObserver`) sees every epoch, dataset and round.
+    ``observer`` sees every epoch, dataset and round, and the trained networks.
     """
     problem = TrainingProblem(
         method=spec.parts.method, estimator=spec.part_configs["estimator"], prior=spec.parts.prior,
@@ -144,7 +150,9 @@ def train(spec: RunSpec, observer: Any) -> Fitted:
     def simulate_round(proposal: Optional[Any], round_: int, num: int) -> Dataset:
         return simulate(spec, "train" if round_ == 0 else f"train-round-{round_}", num, proposal)
 
-    return strategy_for(spec.parts.method).fit(problem, simulate_round, observer)
+    fitted = strategy_for(spec.parts.method).fit(problem, simulate_round, observer)
+    observer.networks_trained(fitted.networks)
+    return fitted
 
 
 def build_posterior(spec: RunSpec, fitted: Fitted) -> Any:
@@ -172,6 +180,9 @@ class RecordingObserver:
 
     def round_finished(self, round_: int, metrics: Mapping[str, float]) -> None:
         self.recorder.log_metrics(metrics, step=round_)
+
+    def networks_trained(self, networks: EnsembleTraining) -> None:
+        self.recorder.log_metrics(networks.metrics())
 
 
 # -- diagnose -----------------------------------------------------------------------------------------

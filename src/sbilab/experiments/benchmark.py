@@ -224,7 +224,6 @@ def run_fit(job: Job, fit: Fit, result: JobResult, parent_run_id: str, tags: dic
         result.run_ids.append(recorder.run_id)
         started = time.perf_counter()
         fitted = pipeline.train(spec, pipeline.RecordingObserver(recorder))
-        recorder.log_metrics(fitted.networks.metrics())
         posterior = pipeline.build_posterior(spec, fitted)
         pipeline.record(recorder, spec, fitted, None)
         times = {"time/simulate_s": fitted.data.seconds, "time/train_s": fitted.networks.seconds,

@@ -37,6 +37,9 @@ class TrainingObserver(Protocol):
     def round_finished(self, round_: int, metrics: Mapping[str, float]) -> None:
         """Round ``round_`` of a sequential method trained (its ``round/*`` metrics)."""
 
+    def networks_trained(self, networks: EnsembleTraining) -> None:
+        """Training ended: the networks with their best validation losses."""
+
 
 class SilentObserver:
     """An observer that records nothing (drivers and tests that only want the networks)."""
@@ -48,6 +51,9 @@ class SilentObserver:
         pass
 
     def round_finished(self, round_: int, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def networks_trained(self, networks: EnsembleTraining) -> None:
         pass
 
 

@@ -10,17 +10,24 @@ TASKS ?= two_moons gaussian_linear gaussian_mixture slcp
 METHODS ?= preset
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PORT ?= 5000
+SERVER_DIR ?= $(CURDIR)/.server
+SERVER_WORKERS ?= 2
+SERVER_HOST ?= 127.0.0.1
+DB ?= $(CURDIR)/mlruns/mlflow.db
+SERVICES := PYTHONPATH=$(CURDIR)/scripts $(CURDIR)/$(PY) -m services
 export PROJECT_ROOT := $(CURDIR)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint simulate bench benchmark sweep compare hpo register ui clean
+.PHONY: help install train test test-slow test-all lint simulate bench benchmark sweep compare hpo register ui clean \
+	services-install server server-status server-stop server-migrate
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo, benchmark), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT (ui)"
 	@echo "             TASKS='two_moons ...', METHODS='npe ...' (benchmark)"
+	@echo "             SERVER_DIR (server data, default .server/), PORT, SERVER_HOST (server: 127.0.0.1; 0.0.0.0 for the LAN), DB (server-migrate)"
 
 $(STAMP): pyproject.toml setup.py src/sbilab/simulators/_hh_kernel.c
 	@command -v $(PYTHON) >/dev/null || { echo "sbilab: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -28,7 +35,7 @@ $(STAMP): pyproject.toml setup.py src/sbilab/simulators/_hh_kernel.c
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,services]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install sbilab with its test extras
@@ -72,6 +79,21 @@ register: $(STAMP) ## register a run's posterior as a model version: make regist
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:$(PORT) (local only)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root file://$(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(PORT)
+
+services-install: ## Debian packages for the real services: PostgreSQL, MariaDB, munge, SLURM (root; idempotent)
+	bash scripts/services/install.sh
+
+server: $(STAMP) services-install ## team tracking server: mlflow server on PostgreSQL, basic auth, on 127.0.0.1:$(PORT); data in $(SERVER_DIR); Ctrl-C stops
+	$(SERVICES) up --state $(SERVER_DIR) --host $(SERVER_HOST) --port $(PORT) --mlflow-workers $(SERVER_WORKERS) mlflow
+
+server-status: $(STAMP) ## is the server of $(SERVER_DIR) up (exit 0), down (3)?
+	$(SERVICES) status --state $(SERVER_DIR)
+
+server-stop: $(STAMP) ## stop the server that `make server` runs (from another terminal)
+	$(SERVICES) stop --state $(SERVER_DIR)
+
+server-migrate: $(STAMP) ## copy an SQLite store into the running server, ids kept: make server-migrate [DB=mlruns/mlflow.db]
+	$(SERVICES) migrate --state $(SERVER_DIR) $(DB)
 
 clean: ## remove Hydra outputs, caches and build files (keeps mlruns/ and .venv)
 	rm -rf outputs multirun .cache/simulations .pytest_cache build src/*.egg-info src/sbilab/simulators/*.so

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name)
         command.add_argument("services", nargs="+", choices=NAMES, metavar="SERVICE")
         command.add_argument("--port", type=int, default=None, help="mlflow server port (default: a free one)")
+        command.add_argument("--host", default="127.0.0.1",
+                             help="mlflow server address to listen on (0.0.0.0: the LAN too; default: this machine)")
         command.add_argument("--no-auth", action="store_true", help="mlflow server without basic auth")
         command.add_argument("--mlflow-workers", type=int, default=1)
         command.add_argument("--dask-workers", type=int, default=2)
@@ -72,9 +74,10 @@ def _up(args: argparse.Namespace, state: Path, command: list[str]) -> int:
         return 0 if args.command == "up" else 1
     if clean_stale(state):
         print(f"services: stopped the leftovers of a stack whose process died ({state})")
-    stack = Stack(state, args.services, mlflow_port=args.port, auth=not args.no_auth,
+    stack = Stack(state, args.services, mlflow_port=args.port, mlflow_host=args.host, auth=not args.no_auth,
                   mlflow_workers=args.mlflow_workers, dask_workers=args.dask_workers)
-    signal.signal(signal.SIGTERM, _interrupt)  # `stop` and CI's teardown: the same path as Ctrl-C
+    for signum in (signal.SIGTERM, signal.SIGINT):  # `stop`, Ctrl-C, CI's teardown; even if started with `&`
+        signal.signal(signum, _interrupt)
     try:
         stack.start()
         print(" ".join(f"{name} {seconds:.1f} s" for name, seconds in stack.timings.items()), flush=True)
@@ -84,8 +87,7 @@ def _up(args: argparse.Namespace, state: Path, command: list[str]) -> int:
               f"`python -m services stop --state {state}`", flush=True)
         for key, value in stack.env().items():
             print(f"  {key}={value if 'PASSWORD' not in key else '<in env.sh>'}")
-        while True:
-            time.sleep(3600)
+        return _watch(stack)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -97,6 +99,17 @@ def _up(args: argparse.Namespace, state: Path, command: list[str]) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _watch(stack: Stack) -> int:
+    """Hold while every daemon runs; when one exits on its own, say which and return 1 (teardown follows)."""
+    while True:
+        for daemon in stack.daemons():
+            if not daemon.alive():
+                print(f"services: error: {daemon.name} exited; its log {daemon.log}:\n{daemon.log_tail()}",
+                      file=sys.stderr, flush=True)
+                return 1
+        time.sleep(1)
 
 
 def _status(state: Path) -> int:

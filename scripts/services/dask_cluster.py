@@ -43,11 +43,16 @@ class DaskCluster:
         own_dir(self.folder, None, 0o755)
         self.scheduler.start()
         self.scheduler.wait_until(lambda: port_open(self.port), timeout, "listening")
-        for worker in self.workers:
-            worker.start()
-        self.scheduler.wait_until(lambda: self.worker_count() == len(self.workers), timeout,
-                                  f"joined by {len(self.workers)} workers")
+        for index in range(len(self.workers)):
+            self.start_worker(index, timeout)
         return self
+
+    def start_worker(self, index: int, timeout: float = 60) -> None:
+        """(Re)start worker ``index`` and wait until the scheduler counts it (after a kill, say)."""
+        self.workers[index].stop()
+        self.workers[index].start()
+        running = sum(worker.alive() for worker in self.workers)
+        self.scheduler.wait_until(lambda: self.worker_count() == running, timeout, f"joined by {running} workers")
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -61,8 +61,12 @@ def migrate(source: Path, target_url: str, artifacts: Path) -> Report:
         raise ServiceError(f"{target_url}: the target must be the server's PostgreSQL store")
     with tempfile.TemporaryDirectory(prefix="sbilab-migrate-") as tmp:
         copy = Path(tmp) / "source.db"
-        with sqlite3.connect(source) as live, sqlite3.connect(copy) as snapshot:
-            live.backup(snapshot)  # consistent even while someone writes to the source
+        try:
+            with sqlite3.connect(source) as live, sqlite3.connect(copy) as snapshot:
+                live.backup(snapshot)  # consistent even while someone writes to the source
+            _revision(sa.create_engine(f"sqlite:///{copy}"))
+        except (sqlite3.DatabaseError, sa.exc.DBAPIError) as error:
+            raise ServiceError(f"{source}: not an MLflow SQLite store ({str(error).splitlines()[0]})") from None
         _upgrade(copy, _revision(target))
         src = sa.create_engine(f"sqlite:///{copy}")
         src_meta, dst_meta = sa.MetaData(), sa.MetaData()

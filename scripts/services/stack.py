@@ -37,8 +37,9 @@ class Service(Protocol):
 class Stack:
     """The services ``names`` (plus their dependencies) with their data under ``state``."""
 
-    def __init__(self, state: Path, names: Sequence[str], mlflow_port: Optional[int] = None, auth: bool = True,
-                 mlflow_workers: int = 1, dask_workers: int = 2) -> None:
+    def __init__(self, state: Path, names: Sequence[str], mlflow_port: Optional[int] = None,
+                 mlflow_host: str = "127.0.0.1", auth: bool = True, mlflow_workers: int = 1,
+                 dask_workers: int = 2) -> None:
         unknown = sorted(set(names) - set(NAMES))
         if unknown:
             raise ServiceError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
@@ -49,7 +50,7 @@ class Stack:
             self.postgres = Postgres(self.state / "postgres")
             self.services["postgres"] = self.postgres
         if "mlflow" in wanted:
-            self.mlflow = MlflowServer(self.state / "mlflow", self.postgres, mlflow_port, auth=auth,
+            self.mlflow = MlflowServer(self.state / "mlflow", self.postgres, mlflow_port, host=mlflow_host, auth=auth,
                                        workers=mlflow_workers)
             self.services["mlflow"] = self.mlflow
         if "slurm" in wanted:
@@ -110,10 +111,12 @@ class Stack:
             path.chmod(0o600)
             path.write_text(text)
 
+    def daemons(self) -> list[Daemon]:
+        return [daemon for service in self.services.values() for daemon in service.daemons()]
+
     def _groups(self) -> list[int]:
         """Process groups of every daemon: what ``clean_stale`` kills if this process dies uncleanly."""
-        return [daemon.pid for service in self.services.values() for daemon in service.daemons()
-                if daemon.pid is not None]
+        return [daemon.pid for daemon in self.daemons() if daemon.pid is not None]
 
 
 def read_record(state: Path) -> Optional[dict[str, Any]]:

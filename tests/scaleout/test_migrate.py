@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -14,15 +15,17 @@ import pytest
 from mlflow.entities import LoggedModelStatus, Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
 
-def _make_store(root: Path, prefix: str, model: str) -> str:
+def _make_store(root: Path, prefix: str, model: str, template: Path) -> str:
     """An SQLite store with what sbilab writes: experiments, a sweep parent and children with params,
-    metric histories and tags, nested artifacts, a deleted run, a logged model, a registry version."""
+    metric histories and tags, nested artifacts, a deleted run, a logged model, a registry version.
+    ``template``: an empty store with the schema already created (that takes seconds)."""
     root.mkdir(parents=True)
+    shutil.copyfile(template, root / "mlflow.db")
     uri = f"sqlite:///{root}/mlflow.db"
     with _global_uri(uri):  # the registry resolves `models:/m-…` sources through the global URI
         _fill_store(MlflowClient(uri), root, prefix, model)
@@ -103,8 +106,8 @@ def _migrate(stack, source: str) -> subprocess.CompletedProcess:
                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "scripts")})
 
 
-def test_migration_keeps_every_run_metric_artifact_and_model(mlflow_stack, tracking_env, tmp_path):
-    source = _make_store(tmp_path / "store", "m1_", "m1_posterior")
+def test_migration_keeps_every_run_metric_artifact_and_model(mlflow_stack, tracking_env, tmp_path, empty_store_db):
+    source = _make_store(tmp_path / "store", "m1_", "m1_posterior", empty_store_db)
     with _global_uri(source):
         before = _snapshot(source, "m1_", "m1_posterior", tmp_path / "before")
     assert len(before["runs"]) == 4 and sum(len(run["history"]) for run in before["runs"].values()) == 600
@@ -129,9 +132,9 @@ def test_migration_keeps_every_run_metric_artifact_and_model(mlflow_stack, track
         **before, "experiments": {**before["experiments"], "m1_after": {}}}
 
 
-def test_migration_refuses_a_registry_version_of_another_run(mlflow_stack, tracking_env, tmp_path):
-    first = _make_store(tmp_path / "a", "m2_", "m2_posterior")
-    second = _make_store(tmp_path / "b", "m2_", "m2_posterior")
+def test_migration_refuses_a_registry_version_of_another_run(mlflow_stack, tracking_env, tmp_path, empty_store_db):
+    first = _make_store(tmp_path / "a", "m2_", "m2_posterior", empty_store_db)
+    second = _make_store(tmp_path / "b", "m2_", "m2_posterior", empty_store_db)
     assert _migrate(mlflow_stack, first).returncode == 0
     runs = len(MlflowClient().search_runs([MlflowClient().get_experiment_by_name("m2_hodgkin_huxley").experiment_id]))
     result = _migrate(mlflow_stack, second)

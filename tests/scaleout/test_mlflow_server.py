@@ -71,8 +71,8 @@ def test_a_client_logs_a_run_through_the_server_with_proxied_artifacts(mlflow_st
     downloaded = Path(client.download_artifacts(run_id, "posterior/estimator.pt", str(tmp_path)))
     assert downloaded.read_bytes() == bytes(range(256)) * 40
     # the bytes sit where the server keeps them, and reached it by the artifact proxy
-    stored = list(server.artifacts.rglob("estimator.pt"))
-    assert len(stored) == 1 and run_id in str(stored[0])
+    stored = [path for path in server.artifacts.rglob("estimator.pt") if run_id in str(path)]
+    assert len(stored) == 1 and stored[0].read_bytes() == downloaded.read_bytes()
     assert "PUT /api/2.0/mlflow-artifacts/artifacts/" in (server.folder / "server.log").read_text()
     # the user who created the experiment owns it; the credentials never became run data
     assert not any(tracking_env["MLFLOW_TRACKING_PASSWORD"] in value

@@ -24,13 +24,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from services.procs import ServiceError  # noqa: E402
 from services.stack import Stack  # noqa: E402
 
-#: (service, tool that must be installed for it)
+#: service → a tool that must be installed for it
 NEEDS = {"mlflow": "/usr/lib/postgresql", "slurm": "slurmctld", "dask": "dask"}
 TIMINGS: dict[str, float] = {}
 TEST_USER, TEST_PASSWORD = "sbilab-test", "sbilab-test-password"
 
 
-def _installed(service: str) -> bool:
+def installed(service: str) -> bool:
     tool = NEEDS[service]
     if tool.startswith("/"):
         return Path(tool).is_dir()
@@ -40,7 +40,7 @@ def _installed(service: str) -> bool:
 
 
 def _stack(service: str) -> Iterator[Stack]:
-    if not _installed(service):
+    if not installed(service):
         message = f"{service}: not installed (run `make services-install`)"
         if os.environ.get("CI"):
             pytest.fail(message)

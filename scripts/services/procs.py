@@ -107,6 +107,19 @@ def _reap(pids: Sequence[int], timeout: float = 5) -> None:
         time.sleep(0.05)
 
 
+def reap_adopted(names: set[str]) -> int:
+    """Reap dead processes called ``names`` that were handed to us as orphans (e.g. a job's
+    slurmstepd, which forks away from slurmd); returns how many."""
+    reaped = 0
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE and child.name() in names:
+                reaped += os.waitpid(child.pid, os.WNOHANG)[0] == child.pid
+        except (psutil.NoSuchProcess, ChildProcessError):
+            pass
+    return reaped
+
+
 class Daemon:
     """One long-running process, its output in ``log``, started in its own session."""
 
@@ -168,8 +181,9 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self._signal_group(signal.SIGKILL)
                 self.process.wait(10)
-        self._signal_group(signal.SIGKILL)  # helpers of a leader that already exited
-        _reap(helpers)
+        if helpers:  # helpers of a leader that exited first (the group id is still theirs)
+            self._signal_group(signal.SIGKILL)
+            _reap(helpers)
         self.process = None
 
     def kill(self) -> None:

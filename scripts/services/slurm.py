@@ -15,7 +15,7 @@ from typing import Optional
 
 from .mariadb import ACCOUNTING_DB, ACCOUNTING_USER, MariaDB
 from .munge import Munge
-from .procs import Daemon, ServiceError, binary, free_port, own_dir, port_open, run
+from .procs import Daemon, ServiceError, binary, free_port, own_dir, port_open, reap_adopted, run
 
 CLUSTER = "sbilab"
 PARTITION = "debug"
@@ -65,6 +65,7 @@ class Slurm:
     def stop(self) -> None:
         for part in (self.slurmd, self.ctld, self.dbd, self.mariadb, self.munge):
             part.stop()
+        reap_adopted({"slurmstepd", "srun"})  # job processes that fork away from slurmd
 
     def daemons(self) -> list[Daemon]:
         return [*self.munge.daemons(), *self.mariadb.daemons(), self.dbd, self.ctld, self.slurmd]

@@ -111,6 +111,13 @@ def dask_env(dask_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
     dask.config.refresh()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run these tests last: the session's services then stop with the session instead of idling
+    through the rest of the suite (all four: 1.2 GB, about 0.1 core while idle)."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: here in item.path.parents)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if TIMINGS:
         terminalreporter.write_line("services: " + ", ".join(f"{name} {seconds:.1f} s"

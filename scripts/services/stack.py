@@ -104,7 +104,8 @@ class Stack:
         env = self.env()
         record = {"pid": os.getpid(), "services": list(self.services), "env": env, "groups": self._groups()}
         if "mlflow" in self.services:  # what `migrate` needs: the server's own stores
-            record.update(backend_store_uri=self.postgres.url("mlflow"), artifacts_destination=str(self.mlflow.artifacts))
+            record.update(backend_store_uri=self.postgres.url("mlflow"),
+                          artifacts_destination=str(self.mlflow.artifacts))
         for path, text in ((self.state / "state.json", json.dumps(record, indent=2)),
                            (self.state / "env.sh", "".join(f"export {k}={v}\n" for k, v in env.items()))):
             path.touch(mode=0o600)

@@ -102,8 +102,9 @@ def _snapshot(uri: str, prefix: str, model: str, tmp: Path) -> dict:
 
 def _migrate(stack, source: str) -> subprocess.CompletedProcess:
     path = source[len("sqlite:///"):] if source.startswith("sqlite:///") else source
-    return subprocess.run([sys.executable, "-m", "services", "migrate", "--state", str(stack.state), path], cwd=ROOT / "scripts", capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "scripts")})
+    return subprocess.run([sys.executable, "-m", "services", "migrate", "--state", str(stack.state), path],
+                          cwd=ROOT / "scripts", capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "scripts")})
 
 
 def test_migration_keeps_every_run_metric_artifact_and_model(mlflow_stack, tracking_env, tmp_path, empty_store_db):

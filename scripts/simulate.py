@@ -18,9 +18,9 @@ from sbilab import entry
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from sbilab.config import check_config
+    from sbilab.config import preflight
 
-    entry.guarded(lambda: check_config(cfg))
+    entry.guarded(lambda: preflight(cfg))
     from sbilab.experiments.report import simulate_and_report
     from sbilab.spec import prepare
 

@@ -16,9 +16,9 @@ from sbilab import entry
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from sbilab.config import check_config
+    from sbilab.config import preflight
 
-    entry.guarded(lambda: check_config(cfg))  # before the heavy imports: a typo costs a second
+    entry.guarded(lambda: preflight(cfg))  # before the heavy imports: a typo costs a second
     from sbilab.experiments.report import train_and_report
     from sbilab.experiments.sweep import sweep_job
     from sbilab.spec import prepare

@@ -273,6 +273,13 @@ def check_across_groups(settings: Settings) -> None:
         )
 
 
+def preflight(cfg: DictConfig) -> Settings:
+    """Everything checkable before the heavy imports: the settings and whether the store answers."""
+    settings = check_config(cfg)
+    check_tracking_uri(settings.tracking.uri)
+    return settings
+
+
 def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
     """Fail in seconds, not after MLflow's retries, when a tracking server does not answer."""
     scheme = urlparse(uri).scheme

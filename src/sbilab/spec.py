@@ -22,8 +22,7 @@ from sbilab.config import (
     SimulationSettings,
     TrackingSettings,
     TrainerSettings,
-    check_config,
-    check_tracking_uri,
+    preflight,
 )
 from sbilab.errors import ConfigError, ObservationError
 from sbilab.methods import Method
@@ -162,8 +161,7 @@ def check_inside_prior(theta: Optional[torch.Tensor], prior: torch.distributions
 
 def prepare(cfg: DictConfig) -> RunSpec:
     """Check ``cfg`` completely and resolve it into a :class:`RunSpec` (one ``UserInputError`` line if bad)."""
-    settings = check_config(cfg)
-    check_tracking_uri(settings.tracking.uri)
+    settings = preflight(cfg)
     part_configs = {group: part_config(cfg, group) for group in PART_GROUPS}
     parts = build_parts(part_configs, settings.run.seed, settings.trainer.ensemble_size)
     if settings.observation.name == "synthetic":

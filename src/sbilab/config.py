@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from urllib.request import urlopen
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from sbilab.diagnostics.settings import DiagnosticsSettings
 from sbilab.errors import ConfigError, TrackingError
@@ -173,9 +173,12 @@ def load_settings(schema: type[T], node: Any, prefix: str = "") -> T:
 def resolved(node: DictConfig, prefix: str) -> Any:
     """A config node as plain values, its interpolations resolved against the whole config."""
     try:
-        return OmegaConf.to_container(node, resolve=True)
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as error:  # full_key is the path from the config's root
+        key = str(error.full_key) or prefix
+        raise ConfigError(f"{key} has no value; give one on the command line ({key}=...)") from None
     except OmegaConfBaseException as error:
-        key = _key(prefix, str(getattr(error, "full_key", "") or ""))
+        key = str(getattr(error, "full_key", "") or "") or prefix
         raise ConfigError(f"{key}: {str(error).strip().splitlines()[0]}") from None
 
 
@@ -249,16 +252,17 @@ def load_observation(node: Any) -> Any:
     Keys of the other options are ignored: an experiment preset sets ``observation.theta``
     (its θ*), which stays harmless when the user chooses ``observation=summary``.
     """
-    name = None if node is None else node.get("name")
+    values = resolved(node, "observation") if isinstance(node, DictConfig) else dict(node or {})
+    name = values.get("name")
     if name not in OBSERVATIONS:
         raise ConfigError(f"observation.name={name!r}: choose observation={'|'.join(OBSERVATIONS)}")
     own = {f.name for f in dataclasses.fields(OBSERVATIONS[name])}
     known = {f.name for option in OBSERVATIONS.values() for f in dataclasses.fields(option)}
-    unknown = sorted(set(node) - known)
+    unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"observation.{unknown[0]} is not a key of any observation option; "
                           f"observation={name} takes {', '.join(sorted(own - {'name'}))}")
-    return load_settings(OBSERVATIONS[name], {key: node[key] for key in node if key in own}, "observation")
+    return load_settings(OBSERVATIONS[name], {key: values[key] for key in values if key in own}, "observation")
 
 
 def check_across_groups(settings: Settings) -> None:

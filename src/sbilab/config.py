@@ -13,6 +13,8 @@ from urllib.request import urlopen
 
 from omegaconf import DictConfig
 
+from sbilab.diagnostics.settings import THRESHOLD_KEYS as DIAGNOSTICS_THRESHOLD_KEYS
+from sbilab.diagnostics.settings import DiagnosticsSettings
 from sbilab.errors import ConfigError, TrackingError
 
 SIMULATION_BACKENDS = ("local", "serial")
@@ -87,8 +89,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 #: the calibration gates a threshold may be given for (null switches a gate off)
-THRESHOLD_KEYS = ("sbc_ks_pvalue_min", "tarp_atc_abs_max", "coverage_error_max", "c2st_max",
-                  "tarp_ks_pvalue_min", "ppc_distance_max")
+THRESHOLD_KEYS = DIAGNOSTICS_THRESHOLD_KEYS
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -110,6 +111,7 @@ def check_config(cfg: DictConfig) -> None:
             f"diagnostics.num_ppc={cfg.diagnostics.num_ppc} is larger than the posterior samples it is drawn from "
             f"(diagnostics.num_observation_samples={cfg.diagnostics.num_observation_samples})"
         )
+    DiagnosticsSettings.from_mapping(cfg.diagnostics)  # the diagnostics group's other keys (lc2st, ...)
     num_train = int((1 - cfg.trainer.validation_fraction) * cfg.simulation.num_simulations)
     if num_train < 1 or cfg.simulation.num_simulations - num_train < 1:
         raise ConfigError(

@@ -264,15 +264,27 @@ def ppc_traces(cfg: DictConfig, parts: Parts, samples: Tensor, observation: Obse
 
 
 def diagnostics_seeds(seed: int) -> DiagnosticsSeeds:
-    """The diagnostics' seeds by purpose, equal to the values used before the split (to move to ``rng.py``)."""
+    """The diagnostics' seeds by purpose: the first five equal to the values used before the split
+    (base, +1, +2, +3), the new ones by name (to move to ``rng.py``)."""
     base = stage_seed(int(seed), "diagnostics")
     return DiagnosticsSeeds(sampling=base, c2st=base, tarp=base + 1, observation_log_prob=base + 2,
-                            observation_samples=base + 3)
+                            observation_samples=base + 3, tarp_bootstrap=stage_seed(int(seed), "tarp-bootstrap"),
+                            lc2st=stage_seed(int(seed), "lc2st"),
+                            misspecification=stage_seed(int(seed), "misspecification"))
+
+
+def learned_embedding(parts: Parts, posterior: Any) -> Any:
+    """The trained embedding net of a learned summary (``summary=hh_cnn``), else None."""
+    if not hasattr(parts.summary, "embedding_net"):
+        return None
+    members = ensemble_members(posterior) or [posterior]
+    estimator = getattr(members[0], "posterior_estimator", None)
+    return getattr(estimator, "embedding_net", None)
 
 
 def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observation, samples: Tensor,
              recorder: tracking.RunRecorder) -> tuple[dict[str, float], str]:
-    """Calibration on a held-out test set and a predictive check at x_o; log and return the verdict."""
+    """Calibration on a held-out test set and local checks at x_o; log and return the verdict."""
     from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsSettings, compute_diagnostics
     from sbilab.plots.diagnostics import diagnostic_figures
 
@@ -296,6 +308,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
         predictive_x=predictive_x,
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,
+        embedding_net=learned_embedding(parts, posterior),
     )
     result = compute_diagnostics(inputs, settings, diagnostics_seeds(int(cfg.seed)))
     figures = diagnostic_figures(result)
@@ -309,5 +322,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
     recorder.log_dict(result.gates_dict(), "diagnostics/gates.json")
     if result.notes:
         recorder.log_text("\n".join(result.notes) + "\n", "diagnostics/notes.txt")
-    recorder.set_tags({"sbilab.gates": result.verdict})
+    recorder.set_tags(result.tags())
+    for warning in result.warnings():
+        print(f"sbilab: WARNING: {warning}", flush=True)
     return metrics, result.verdict

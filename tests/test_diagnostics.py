@@ -42,7 +42,14 @@ from sbilab.diagnostics import (
     evaluate_gates,
     ppc_distance,
 )
-from sbilab.plots.diagnostics import FIGURE_KEYS, PPC_FIGURE_KEY, diagnostic_figures
+from sbilab.plots.diagnostics import (
+    CENTRAL_COVERAGE_FIGURE_KEY,
+    FIGURE_KEYS,
+    LC2ST_FIGURE_KEY,
+    MISSPECIFICATION_FIGURE_KEY,
+    PPC_FIGURE_KEY,
+    diagnostic_figures,
+)
 
 torch.set_num_threads(1)
 
@@ -232,7 +239,8 @@ def test_metric_figure_and_array_keys(exact_result):
     assert all(isinstance(v, float) and math.isfinite(v) for v in res.metrics.values())
 
     figures = diagnostic_figures(res)
-    assert set(figures) == set(FIGURE_KEYS) | {PPC_FIGURE_KEY}
+    assert set(figures) == set(FIGURE_KEYS) | {PPC_FIGURE_KEY, CENTRAL_COVERAGE_FIGURE_KEY, LC2ST_FIGURE_KEY,
+                                               MISSPECIFICATION_FIGURE_KEY}
     for key, fig in figures.items():
         assert isinstance(fig, Figure), key
     buf = io.BytesIO()

@@ -287,6 +287,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
     """Calibration on a held-out test set and local checks at x_o; log and return the verdict."""
     from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsSettings, compute_diagnostics
     from sbilab.plots.diagnostics import diagnostic_figures
+    from sbilab.plots.report import diagnostics_report
 
     started = time.perf_counter()
     settings = DiagnosticsSettings.from_mapping(cfg.diagnostics)
@@ -312,6 +313,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
     )
     result = compute_diagnostics(inputs, settings, diagnostics_seeds(int(cfg.seed)))
     figures = diagnostic_figures(result)
+    report = diagnostics_report(result, figures, title=str(cfg.tracking.run_name or experiment_name(cfg)))
     metrics = dict(result.metrics)
     metrics["time/diagnose_s"] = time.perf_counter() - started
     recorder.log_metrics(metrics)
@@ -320,6 +322,7 @@ def diagnose(cfg: DictConfig, parts: Parts, posterior: Any, observation: Observa
     for path, array in result.arrays.items():
         recorder.log_array(array, path)
     recorder.log_dict(result.gates_dict(), "diagnostics/gates.json")
+    recorder.log_text(report, "diagnostics/report.html")
     if result.notes:
         recorder.log_text("\n".join(result.notes) + "\n", "diagnostics/notes.txt")
     recorder.set_tags(result.tags())

@@ -33,6 +33,7 @@ from sbilab.diagnostics import (
     DiagnosticsSettings,
     GateReport,
     GateThresholds,
+    LC2STSettings,
     c2st_score,
     compute_diagnostics,
     discrete_uniform_ks,
@@ -40,7 +41,14 @@ from sbilab.diagnostics import (
     evaluate_gates,
     ppc_distance,
 )
-from sbilab.plots.diagnostics import FIGURE_KEYS, PPC_FIGURE_KEY, diagnostic_figures
+from sbilab.plots.diagnostics import (
+    CENTRAL_COVERAGE_FIGURE_KEY,
+    FIGURE_KEYS,
+    LC2ST_FIGURE_KEY,
+    MISSPECIFICATION_FIGURE_KEY,
+    PPC_FIGURE_KEY,
+    diagnostic_figures,
+)
 
 torch.set_num_threads(1)
 
@@ -84,13 +92,14 @@ class SampleOnlyPosterior(GaussianPosterior):
 def seeds(seed: int) -> DiagnosticsSeeds:
     """The seeds one ``seed`` gave each purpose before they were named (seed, +1, +2, +3)."""
     return DiagnosticsSeeds(sampling=seed, c2st=seed, tarp=seed + 1, observation_log_prob=seed + 2,
-                            observation_samples=seed + 3)
+                            observation_samples=seed + 3, tarp_bootstrap=seed + 4, lc2st=seed + 5,
+                            misspecification=seed + 6)
 
 
 def run_diagnostics(posterior, theta, x, *, num_posterior_samples: int, seed: int, **inputs):
-    """All diagnostics with default settings except the number of samples per test point."""
-    return compute_diagnostics(DiagnosticsInputs(posterior, theta, x, **inputs),
-                               DiagnosticsSettings(num_posterior_samples=num_posterior_samples), seeds(seed))
+    """All diagnostics with default settings except the samples per test point and fewer L-C2ST null trials."""
+    settings = DiagnosticsSettings(num_posterior_samples=num_posterior_samples, lc2st=LC2STSettings(num_trials_null=20))
+    return compute_diagnostics(DiagnosticsInputs(posterior, theta, x, **inputs), settings, seeds(seed))
 
 
 def simulate(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,6 +178,9 @@ def test_exact_posterior_passes_every_gate(exact_result):
         "tarp/atc",
         "coverage/error",
         "c2st",
+        "lc2st/pvalue",
+        "coverage/central_error/mu_a",
+        "coverage/central_error/mu_b",
     }
 
 
@@ -209,13 +221,25 @@ def test_metric_figure_and_array_keys(exact_result):
         "posterior/logprob_true_theta",
         "diagnostics/num_test_points",
         "diagnostics/dropped_test_points",
+        # issue 14: calibration completed, local calibration, misspecification
+        *(f"{group}/{name}" for group in ("sbc/log_gamma", "coverage/central_error", "posterior/contraction",
+                                          "posterior/z_score", "posterior/z_score_sd") for name in NAMES),
+        "tarp/atc_ci_low",
+        "tarp/atc_ci_high",
+        "lc2st/statistic",
+        "lc2st/pvalue",
+        "misspecification/mmd",
+        "misspecification/mmd_pvalue",
+        "misspecification/logprob_pvalue",
+        "misspecification/misspecified",
     }
     assert set(res.metrics) == expected_metrics
     assert res.metrics["diagnostics/dropped_test_points"] == 0
     assert all(isinstance(v, float) and math.isfinite(v) for v in res.metrics.values())
 
     figures = diagnostic_figures(res)
-    assert set(figures) == set(FIGURE_KEYS) | {PPC_FIGURE_KEY}
+    assert set(figures) == set(FIGURE_KEYS) | {PPC_FIGURE_KEY, CENTRAL_COVERAGE_FIGURE_KEY, LC2ST_FIGURE_KEY,
+                                               MISSPECIFICATION_FIGURE_KEY}
     for key, fig in figures.items():
         assert isinstance(fig, Figure), key
     buf = io.BytesIO()
@@ -232,6 +256,8 @@ def test_metric_figure_and_array_keys(exact_result):
         "diagnostics/contraction.npy": (n, D),
         "diagnostics/test_theta.npy": (n, D),
         "diagnostics/observed_posterior_samples.npy": (1000, D),
+        "diagnostics/coverage_central_curve.npy": (101, 1 + D),
+        "diagnostics/lc2st_probabilities.npy": (1000,),
     }
     for key, shape in shapes.items():
         assert res.arrays[key].shape == shape, key
@@ -240,7 +266,8 @@ def test_metric_figure_and_array_keys(exact_result):
         assert np.all(np.isfinite(arr)), key
     ranks = res.arrays["diagnostics/sbc_ranks.npy"]
     assert ranks.min() >= 0 and ranks.max() <= S
-    assert set(res.timings) >= {"sampling", "log_prob", "sbc", "coverage", "tarp", "total"}
+    assert set(res.timings) >= {"sampling", "log_prob", "sbc", "coverage", "tarp", "total", "lc2st",
+                                "misspecification"}
     json.dumps(res.summary())  # JSON-serialisable digest
 
 

@@ -44,7 +44,7 @@ def test_experiment_overrides_are_valid_settings():
         ({"thresholds": {"sbc_pvalue": 0.1}}, "diagnostics.thresholds.sbc_pvalue is not a gate; allowed: "),
         ({"thresholds": {"c2st_max": "high"}}, "diagnostics.thresholds.c2st_max='high' is invalid: expected a number"),
         ({"thresholds": 3}, "diagnostics.thresholds=3 is invalid"),
-        ({"num_tests": 10}, "diagnostics.num_tests is not a diagnostics setting; allowed: enabled, num_test"),
+        ({"num_tests": 10}, "diagnostics.num_tests is not a setting of diagnostics; allowed: enabled, num_test"),
     ],
 )
 def test_bad_values_raise_one_line_naming_the_key(values, message):
@@ -61,7 +61,8 @@ def test_missing_keys_keep_defaults_and_thresholds_may_switch_a_gate_off():
 
 def test_seeds_must_be_integers():
     with pytest.raises(TypeError, match="DiagnosticsSeeds.tarp"):
-        DiagnosticsSeeds(sampling=1, c2st=1, tarp=1.5, observation_log_prob=1, observation_samples=1)
+        DiagnosticsSeeds(sampling=1, c2st=1, tarp=1.5, observation_log_prob=1, observation_samples=1,
+                         tarp_bootstrap=1, lc2st=1, misspecification=1)
 
 
 def test_settings_import_stays_light():

@@ -34,6 +34,7 @@ from sbilab.diagnostics.sampling import posterior_log_prob_batched
 from sbilab.ensemble import ensemble_members, ensemble_posterior
 from sbilab.plots.diagnostics import diagnostic_figures
 from sbilab.plots.posterior import pairplot, predictive_traces
+from sbilab.plots.report import diagnostics_report
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
 from sbilab.priors import sample_prior
@@ -65,6 +66,7 @@ class RunResult:
     experiment_id: str
     gates: Optional[str]
     metrics: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # plain words for the person who ran it (misspecification)
 
 
 @dataclass
@@ -79,6 +81,10 @@ class Diagnosis:
     @property
     def verdict(self) -> Optional[str]:
         return None if self.calibration is None else self.calibration.verdict
+
+    @property
+    def warnings(self) -> list[str]:
+        return [] if self.calibration is None else self.calibration.warnings()
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -96,7 +102,7 @@ def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         record(recorder, spec, fitted, diagnosis)
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
         metrics = {**fitted.networks.metrics(), **diagnosis.metrics}
-        return RunResult(recorder.run_id, recorder.experiment_id, diagnosis.verdict, metrics)
+        return RunResult(recorder.run_id, recorder.experiment_id, diagnosis.verdict, metrics, diagnosis.warnings)
 
 
 @contextmanager
@@ -237,6 +243,14 @@ def simulate_predictive_traces(spec: RunSpec, samples: Tensor) -> Optional[Tenso
     return simulator.simulate(samples[:NUM_PREDICTIVE_TRACES], seeds)
 
 
+def learned_embedding(spec: RunSpec, posterior: Any) -> Any:
+    """The trained embedding net of a learned summary (``summary=hh_cnn``), else None."""
+    if not hasattr(spec.parts.summary, "embedding_net"):
+        return None
+    members = ensemble_members(posterior) or [posterior]
+    return getattr(getattr(members[0], "posterior_estimator", None), "embedding_net", None)
+
+
 def calibrate(spec: RunSpec, posterior: Any, samples: Tensor) -> tuple[DiagnosticsResult, Dataset]:
     """SBC, coverage, TARP and recovery on held-out simulations; PPC and C2ST at x_o."""
     settings, parts, seeds = spec.diagnostics, spec.parts, spec.seeds
@@ -256,6 +270,7 @@ def calibrate(spec: RunSpec, posterior: Any, samples: Tensor) -> tuple[Diagnosti
         predictive_x=predictive_x,
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,
+        embedding_net=learned_embedding(spec, posterior),
     )
     result = compute_diagnostics(inputs, settings, DiagnosticsSeeds(**seeds.diagnostics))
     return result, test
@@ -285,14 +300,17 @@ def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagno
     calibration = diagnosis.calibration
     if calibration is None:
         return
-    for path, figure in diagnostic_figures(calibration).items():
+    figures = diagnostic_figures(calibration)
+    recorder.log_text(diagnostics_report(calibration, figures, title=spec.tracking.run_name or spec.experiment_name),
+                      "diagnostics/report.html")  # before log_figure closes the figures
+    for path, figure in figures.items():
         recorder.log_figure(figure, path)
     for path, array in calibration.arrays.items():
         recorder.log_array(array, path)
     recorder.log_dict(calibration.gates_dict(), "diagnostics/gates.json")
     if calibration.notes:
         recorder.log_text("\n".join(calibration.notes) + "\n", "diagnostics/notes.txt")
-    recorder.set_tags({"sbilab.gates": calibration.verdict})
+    recorder.set_tags(calibration.tags())
 
 
 def record_posterior(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted) -> None:

@@ -116,7 +116,9 @@ class RunSeeds:
         """
         seed = purpose_seed(self.run, "diagnostics")
         return {"sampling": seed, "c2st": seed, "tarp": seed + 1, "observation_log_prob": seed + 2,
-                "observation_samples": seed + 3}
+                "observation_samples": seed + 3, "tarp_bootstrap": purpose_seed(self.run, "tarp-bootstrap"),
+                "lc2st": purpose_seed(self.run, "lc2st"),
+                "misspecification": purpose_seed(self.run, "misspecification")}
 
     def benchmark_samples(self, observation: int) -> int:
         """Samples at sbibm's observation ``observation``."""

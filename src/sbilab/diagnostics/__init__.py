@@ -1,13 +1,15 @@
 """Posterior diagnostics: pure computation (no figures, no MLflow, no Hydra).
 
 Entry point: :func:`compute_diagnostics` (``DiagnosticsInputs``, ``DiagnosticsSettings``,
-``DiagnosticsSeeds``) draws posterior samples once for a held-out test set and computes SBC,
-expected HPD coverage, TARP, recovery/contraction, and — at an observation — PPC distance,
+``DiagnosticsSeeds``) draws posterior samples once for a held-out test set and computes SBC
+(KS, log-gamma), HPD and central-interval coverage, TARP (with a bootstrap interval),
+recovery/contraction, and — at an observation — misspecification of x_o, L-C2ST, PPC distance,
 C2ST against reference samples and the log-prob of the true parameters; then evaluates
-pass/fail gates. Figures: ``sbilab.plots.diagnostics.diagnostic_figures(result)``.
+pass/fail gates. Figures: ``sbilab.plots.diagnostics.diagnostic_figures(result)``; the
+report: ``sbilab.plots.report.diagnostics_report(result, figures)``.
 
-Metric names: ``sbc/ks_pvalue/<param>``, ``coverage/error``, ``tarp/atc``,
-``tarp/ks_pvalue``, ``ppc/distance``, ``c2st``, ``posterior/logprob_true_theta``.
+Metric groups: ``sbc/*``, ``coverage/*``, ``tarp/*``, ``posterior/*``, ``lc2st/*``,
+``misspecification/*``, ``ppc/distance``, ``c2st``, ``diagnostics/*``.
 
 Names are imported on first use, so ``sbilab.diagnostics.settings`` (read by the config
 checks) stays free of torch and sbi.
@@ -52,7 +54,17 @@ _EXPORTS: dict[str, str] = {
     "sbc_ranks": "sbc",
     "DiagnosticsSeeds": "settings",
     "DiagnosticsSettings": "settings",
-    "DiagnosticsInputs": "suite",
+    "DiagnosticsInputs": "inputs",
+    "LC2STResult": "lc2st",
+    "MisspecificationResult": "misspecification",
+    "check_misspecification": "misspecification",
+    "run_lc2st": "lc2st",
+    "run_lc2st_nf": "lc2st",
+    "CentralCoverageResult": "coverage",
+    "central_coverage": "coverage",
+    "sbc_log_gamma": "sbc",
+    "LC2STSettings": "settings",
+    "MisspecificationSettings": "settings",
     "compute_diagnostics": "suite",
     "TarpResult": "tarp",
     "run_tarp_on_samples": "tarp",

@@ -35,6 +35,7 @@ class TestSetDraws:
     log_prob_true: Tensor  # [N] unnormalised log q(theta | x)
     indices: np.ndarray  # [N] rows of the original test set that were kept
     num_dropped: int  # rows dropped (non-finite, or no sample inside the prior)
+    finite_x: Tensor  # [N', d] every finite test x (also the points dropped for leakage): the prior predictive
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -87,4 +88,4 @@ def draw_test_set(
         lp_true = posterior_log_prob_batched(posterior, theta[None], x, chunk_size=chunk_size)[0]
     timings["log_prob"] = time.perf_counter() - t
     return TestSetDraws(theta=theta, x=x, samples=samples, log_prob_samples=lp_samples, log_prob_true=lp_true,
-                        indices=indices, num_dropped=num_dropped, timings=timings, notes=notes)
+                        indices=indices, num_dropped=num_dropped, finite_x=clean.x, timings=timings, notes=notes)

@@ -1,12 +1,19 @@
 """Pass/fail gates over the diagnostic metrics.
 
 Defaults: every ``sbc/ks_pvalue/*`` ≥ 0.01, ``|tarp/atc|`` ≤ 0.05,
-``coverage/error`` ≤ 0.05, ``c2st`` ≤ 0.6 (only when the metric exists). Optional
-gates (off by default): ``tarp/ks_pvalue`` ≥ x, ``ppc/distance`` ≤ x. A threshold set
-to ``None`` disables its gate. A gated metric that is missing is skipped (c2st and ppc
-only apply with a reference / observation), but one that is present and NaN fails.
+``coverage/error`` ≤ 0.05, ``c2st`` ≤ 0.6, every ``coverage/central_error/*`` ≤ 0.05 and
+the L-C2ST p-values at the observation (``lc2st/pvalue``, ``lc2st/nf_pvalue``) ≥ 0.01
+(only when the metric exists). Optional gates (off by default): ``tarp/ks_pvalue`` ≥ x,
+``ppc/distance`` ≤ x, every ``sbc/log_gamma/*`` ≥ x. A threshold set to ``None`` disables
+its gate. A gated metric that is missing is skipped (c2st, ppc and L-C2ST only apply with a
+reference / an observation), but one that is present and NaN fails.
 
-The coverage gate never asks for more than the test set can show: its threshold is
+The L-C2ST threshold 0.01: with ``diagnostics.lc2st.num_trials_null`` = T null trials the
+p-value is a multiple of 1/T, so at T = 50 the gate fails only when the statistic at x_o
+exceeds every statistic under the null; an exact posterior then fails it with probability
+1/(T + 1) ≈ 2 % per variant.
+
+The coverage gates never ask for more than the test set can show: their threshold is
 raised to the 99 % Kolmogorov–Smirnov critical value for ``diagnostics/num_test_points``
 points (0.052 at 1,000, 0.16 at 100), the deviation an exactly calibrated posterior
 still reaches in 1 % of test sets. ``gates.json`` records the threshold applied.
@@ -33,6 +40,9 @@ class GateThresholds:
     c2st_max: Optional[float] = 0.6
     tarp_ks_pvalue_min: Optional[float] = None
     ppc_distance_max: Optional[float] = None
+    lc2st_pvalue_min: Optional[float] = 0.01
+    coverage_central_error_max: Optional[float] = 0.05
+    sbc_log_gamma_min: Optional[float] = None
 
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "GateThresholds":
@@ -142,29 +152,40 @@ def _check(name: str, value: float, threshold: float, comparison: str) -> GateCh
     return GateCheck(name=name, value=value, threshold=float(threshold), comparison=comparison, passed=bool(ok))
 
 
+#: (metric name, or a prefix ending in "/" for one metric per parameter; threshold field; comparison),
+#: in the order the checks are reported
+RULES: tuple[tuple[str, str, str], ...] = (
+    (SBC_PREFIX, "sbc_ks_pvalue_min", ">="),
+    ("tarp/atc", "tarp_atc_abs_max", "abs<="),
+    ("coverage/error", "coverage_error_max", "<="),
+    ("c2st", "c2st_max", "<="),
+    ("tarp/ks_pvalue", "tarp_ks_pvalue_min", ">="),
+    ("ppc/distance", "ppc_distance_max", "<="),
+    ("lc2st/pvalue", "lc2st_pvalue_min", ">="),
+    ("lc2st/nf_pvalue", "lc2st_pvalue_min", ">="),
+    ("coverage/central_error/", "coverage_central_error_max", "<="),
+    ("sbc/log_gamma/", "sbc_log_gamma_min", ">="),
+)
+#: gates whose threshold is raised to what the number of test points can resolve
+COVERAGE_GATES = ("coverage/error", "coverage/central_error/")
+
+
 def evaluate_gates(
     metrics: Mapping[str, float],
     thresholds: Union[GateThresholds, Mapping[str, Any], None] = None,
 ) -> GateReport:
-    """Check ``metrics`` (names as produced by :func:`run_diagnostics`) against thresholds."""
+    """Check ``metrics`` (names as produced by ``compute_diagnostics``) against thresholds."""
     th = thresholds if isinstance(thresholds, GateThresholds) else GateThresholds.from_mapping(thresholds)
     checks: list[GateCheck] = []
-    if th.sbc_ks_pvalue_min is not None:
-        for name in sorted(k for k in metrics if k.startswith(SBC_PREFIX)):
-            checks.append(_check(name, metrics[name], th.sbc_ks_pvalue_min, ">="))
-    rules = [
-        ("tarp/atc", th.tarp_atc_abs_max, "abs<="),
-        ("coverage/error", th.coverage_error_max, "<="),
-        ("c2st", th.c2st_max, "<="),
-        ("tarp/ks_pvalue", th.tarp_ks_pvalue_min, ">="),
-        ("ppc/distance", th.ppc_distance_max, "<="),
-    ]
     num_points = metrics.get("diagnostics/num_test_points")
-    for name, threshold, comparison in rules:
-        if name == "coverage/error" and threshold is not None and num_points:
+    for name, field_name, comparison in RULES:
+        threshold = getattr(th, field_name)
+        if threshold is None:
+            continue
+        if name in COVERAGE_GATES and num_points:
             threshold = max(threshold, coverage_noise_floor(int(num_points)))
-        if threshold is not None and name in metrics:
-            checks.append(_check(name, metrics[name], threshold, comparison))
+        names = sorted(k for k in metrics if k.startswith(name)) if name.endswith("/") else [name]
+        checks.extend(_check(k, metrics[k], threshold, comparison) for k in names if k in metrics)
     return GateReport(checks=checks, thresholds=th)
 
 

@@ -9,6 +9,11 @@
 
 The prior variance is passed in, estimated from prior samples, or — as a last resort —
 estimated from the test θ (which are prior draws in the usual SBI test set).
+
+Metrics per parameter (BayesFlow's aggregation, the median over test points):
+``posterior/contraction/<param>`` (near 1: the data are informative) and
+``posterior/z_score/<param>`` (near 0: no systematic bias), plus ``posterior/z_score_sd/<param>``,
+the spread of the signed z-scores (about 1 when the widths are right, > 1 over-confident).
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ class RecoveryResult:
     r2: np.ndarray  # [D] coefficient of determination of means vs truth
     nrmse: np.ndarray  # [D] RMSE / (max θ* − min θ*)
     parameter_names: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """Median contraction and z-score, and the z-scores' spread, per parameter (non-finite values left out)."""
+        out: dict[str, float] = {}
+        for j, name in enumerate(self.parameter_names):
+            c, z = self.contraction[:, j], self.z_scores[:, j]
+            c, z = c[np.isfinite(c)], z[np.isfinite(z)]
+            out[f"posterior/contraction/{name}"] = float(np.median(c)) if c.size else float("nan")
+            out[f"posterior/z_score/{name}"] = float(np.median(z)) if z.size else float("nan")
+            out[f"posterior/z_score_sd/{name}"] = float(np.std(z, ddof=1)) if z.size > 1 else float("nan")
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Raw arrays by artifact path."""

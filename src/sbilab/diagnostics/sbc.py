@@ -38,10 +38,14 @@ class SBCResult:
     ks_pvalues: np.ndarray  # [D]
     num_posterior_samples: int
     parameter_names: list[str] = field(default_factory=list)
+    log_gamma: Optional[np.ndarray] = None  # [D] log(γ / γ_0.05), < 0: uniformity rejected at 5 %
 
     def metrics(self) -> dict[str, float]:
-        """``{"sbc/ks_pvalue/<param>": p}``."""
-        return {f"sbc/ks_pvalue/{n}": float(p) for n, p in zip(self.parameter_names, self.ks_pvalues)}
+        """``{"sbc/ks_pvalue/<param>": p}`` and ``{"sbc/log_gamma/<param>": log γ}``."""
+        out = {f"sbc/ks_pvalue/{n}": float(p) for n, p in zip(self.parameter_names, self.ks_pvalues)}
+        if self.log_gamma is not None:
+            out.update({f"sbc/log_gamma/{n}": float(g) for n, g in zip(self.parameter_names, self.log_gamma)})
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Raw arrays by artifact path."""
@@ -87,9 +91,10 @@ def discrete_uniform_ks(ranks: np.ndarray, num_posterior_samples: int) -> tuple[
 
 
 def run_sbc_on_samples(
-    samples: Any, theta: Any, parameter_names: Optional[Sequence[str]] = None
+    samples: Any, theta: Any, parameter_names: Optional[Sequence[str]] = None, *, log_gamma: bool = True
 ) -> SBCResult:
-    """SBC from shared posterior samples ``[S, N, D]`` and true ``theta [N, D]``."""
+    """SBC from shared posterior samples ``[S, N, D]`` and true ``theta [N, D]`` (with the log-gamma
+    statistic when ``log_gamma``)."""
     samples = as_float_tensor(samples)
     ranks = sbc_ranks(samples, theta)
     num_s = samples.shape[0]
@@ -97,7 +102,8 @@ def run_sbc_on_samples(
     names = list(parameter_names) if parameter_names is not None else [f"theta_{j}" for j in range(ranks.shape[1])]
     if len(names) != ranks.shape[1]:
         raise ValueError(f"{len(names)} parameter names for {ranks.shape[1]} parameters")
-    return SBCResult(ranks=ranks, ks_pvalues=pvals, num_posterior_samples=num_s, parameter_names=names)
+    return SBCResult(ranks=ranks, ks_pvalues=pvals, num_posterior_samples=num_s, parameter_names=names,
+                     log_gamma=sbc_log_gamma(ranks, num_s) if log_gamma else None)
 
 
 # --------------------------------------------------------------------------- bands
@@ -115,15 +121,25 @@ class EcdfBand:
     num_draws: int
 
 
+def _tail_probabilities(num_draws: int, z: np.ndarray) -> np.ndarray:
+    """``p[i, c] = 2 min(P(X <= c), P(X >= c))``, X ~ Bin(N, z_i): the two-sided binomial tail
+    probability of every possible ECDF count ``c`` at every grid point ``z_i``."""
+    c = np.arange(num_draws + 1)
+    cdf = binom.cdf(c[None, :], num_draws, z[:, None])
+    return 2.0 * np.minimum(cdf, binom.sf(c[None, :] - 1, num_draws, z[:, None]))
+
+
+def _grid(num_points: int) -> np.ndarray:
+    return np.arange(1, num_points + 1, dtype=np.float64) / (num_points + 1)
+
+
 @lru_cache(maxsize=32)
-def _ecdf_band_cached(num_draws: int, num_points: int, confidence: float, num_simulations: int, seed: int) -> EcdfBand:
+def _null_min_tail_probability(num_draws: int, num_points: int, num_simulations: int, seed: int) -> np.ndarray:
+    """Per simulated sample of N uniforms: the smallest tail probability of its ECDF over the grid
+    ``z_i = i / (K + 1)`` (Säilynoja et al. 2022). With K = S these are S+1 discrete-uniform ranks."""
     n, k = num_draws, num_points
     rng = np.random.default_rng(seed)
-    z = np.arange(1, k + 1, dtype=np.float64) / (k + 1)
-    # two-sided pointwise binomial tail probability of every possible ECDF count c at
-    # every grid point: p[i, c] = 2 min(P(X <= c), P(X >= c)), X ~ Bin(n, z_i)
-    c = np.arange(n + 1)
-    p_table = 2.0 * np.minimum(binom.cdf(c[None, :], n, z[:, None]), binom.sf(c[None, :] - 1, n, z[:, None]))
+    p_table = _tail_probabilities(n, _grid(k))
     rows = np.arange(k)
     min_p = []
     for start in range(0, num_simulations, 1000):
@@ -133,11 +149,45 @@ def _ecdf_band_cached(num_draws: int, num_points: int, confidence: float, num_si
         counts = np.bincount((np.arange(m)[:, None] * (k + 1) + bins).ravel(), minlength=m * (k + 1))
         cum = np.cumsum(counts.reshape(m, k + 1), axis=1)[:, :k]
         min_p.append(p_table[rows[None, :], cum].min(axis=1))
+    return np.minimum(np.concatenate(min_p), 1.0)
+
+
+@lru_cache(maxsize=32)
+def _ecdf_band_cached(num_draws: int, num_points: int, confidence: float, num_simulations: int, seed: int) -> EcdfBand:
+    n, k = num_draws, num_points
+    z = _grid(k)
     # gamma: the (1 - confidence) quantile of the per-sample minimum tail probability
-    gamma = float(np.quantile(np.minimum(np.concatenate(min_p), 1.0), 1.0 - confidence))
+    gamma = float(np.quantile(_null_min_tail_probability(n, k, num_simulations, seed), 1.0 - confidence))
     lower = binom.ppf(gamma / 2.0, n, z) / n
     upper = binom.ppf(1.0 - gamma / 2.0, n, z) / n
     return EcdfBand(z=z, lower=lower, upper=upper, gamma=gamma, confidence=confidence, num_draws=n)
+
+
+#: quantile of the null that log-gamma is measured against (BayesFlow's ``calibration_log_gamma``)
+LOG_GAMMA_QUANTILE = 0.05
+
+
+def sbc_log_gamma(ranks: np.ndarray, num_posterior_samples: int, *, num_simulations: int = 10_000,
+                  seed: int = 0) -> np.ndarray:
+    """Log-gamma per parameter (Säilynoja et al. 2022; Modrák et al. 2025): ``log(γ / γ_0.05)``.
+
+    γ is the smallest two-sided binomial tail probability of the rank ECDF over the rank grid
+    ``z_i = i / (S + 1)``, γ_0.05 the 5 % quantile of γ for uniform ranks (simulated once per
+    (N, S) with a fixed seed). Negative: uniformity rejected at 5 %. Same definition as
+    BayesFlow's ``calibration_log_gamma``; more sensitive than the KS test to local deviations.
+    """
+    r = np.asarray(ranks)
+    n, d = r.shape
+    num_s = int(num_posterior_samples)
+    z = _grid(num_s)
+    null = _null_min_tail_probability(n, num_s, int(num_simulations), int(seed))
+    threshold = float(np.quantile(null, LOG_GAMMA_QUANTILE))
+    out = np.empty(d)
+    for j in range(d):
+        counts = np.cumsum(np.bincount(np.clip(r[:, j], 0, num_s), minlength=num_s + 1))[:num_s]  # #ranks < i
+        tail = 2.0 * np.minimum(binom.cdf(counts, n, z), binom.sf(counts - 1, n, z))
+        out[j] = np.log(max(float(tail.min()), 1e-300) / threshold)
+    return out
 
 
 def ecdf_simultaneous_band(

@@ -32,13 +32,16 @@ def train_and_report(spec: RunSpec, parent_run_id: Optional[str] = None,
     if parent_run_id:
         tags = extra_tags or {}
         shown = " ".join(f"{k}={result.metrics[k]:.4g}" for k in PROGRESS_METRICS if k in result.metrics)
+        misspecified = " MISSPECIFIED" if result.warnings else ""
         print(f"sbilab: job {tags.get('sbilab.job', '?')} done: run {result.run_id} "
-              f"[{tags.get('sbilab.overrides', '')}] {shown} gates={result.gates} "
+              f"[{tags.get('sbilab.overrides', '')}] {shown} gates={result.gates}{misspecified} "
               f"({time.perf_counter() - started:.0f}s)", flush=True)
         return GATES_FAILED_EXIT if strict_failure else 0
     print(f"sbilab: run {result.run_id} FINISHED (experiment {result.experiment_id})")
     if result.gates is not None:
         print(f"sbilab: calibration gates: {result.gates.upper()}")
+    for warning in result.warnings:
+        print(f"sbilab: WARNING: {warning}")
     print(f"sbilab: open it with `make ui`, then {ui_hint(spec.tracking.uri, result.experiment_id, result.run_id)}")
     sys.stdout.flush()
     if strict_failure:

@@ -13,16 +13,51 @@ from matplotlib.figure import Figure  # noqa: E402
 from sbi.analysis import pairplot as sbi_pairplot  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+#: histogram bins per axis of the pairplot: the Freedman-Diaconis choice, kept in this range
+PAIRPLOT_BINS = (10, 200)
+
+
+def axis_limits(samples: np.ndarray, limits: Optional[Sequence[Sequence[float]]]) -> list[list[float]]:
+    """The given limits, else each parameter's sample range, widened where it has no width."""
+    if limits is not None:
+        return [[float(lo), float(hi)] for lo, hi in limits]
+    out = []
+    for column in samples.T:
+        finite = column[np.isfinite(column)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        pad = 0.5 * max(abs(lo), 1.0) if hi <= lo else 0.0
+        out.append([lo - pad, hi + pad])
+    return out
+
+
+def histogram_bins(samples: np.ndarray, limits: Sequence[Sequence[float]]) -> int:
+    """One bin count for every axis: the median Freedman-Diaconis count over the plotted ranges, within
+    ``PAIRPLOT_BINS`` (sbi's own heuristic asks for infinitely many bins when a posterior collapses to a
+    point, e.g. at an x_o no simulation resembles, and crashes)."""
+    low, high = PAIRPLOT_BINS
+    counts = []
+    for column, (lo, hi) in zip(samples.T, limits):
+        finite = column[np.isfinite(column)]
+        q75, q25 = np.percentile(finite, [75, 25]) if finite.size else (0.0, 0.0)
+        width = 2.0 * (q75 - q25) * max(finite.size, 1) ** (-1.0 / 3.0)
+        counts.append(high if width <= 0 else (hi - lo) / width)
+    return int(np.clip(np.median(counts), low, high))
+
 
 def pairplot(samples: Tensor, names: Sequence[str], limits: Optional[Sequence[Sequence[float]]],
              theta_true: Optional[Tensor]) -> Figure:
     """sbi's pairplot of posterior samples, prior limits as axes, θ* marked in red."""
+    values = samples.detach().cpu().double().numpy()
+    axes = axis_limits(values, limits)
+    bins = histogram_bins(values, axes)
     fig, _ = sbi_pairplot(
         samples,
         points=None if theta_true is None else theta_true[None],
-        limits=None if limits is None else [list(map(float, lim)) for lim in limits],
+        limits=axes,
         labels=list(names),
         figsize=(5, 5),
+        diag_kwargs={"mpl_kwargs": {"bins": bins}},
+        upper_kwargs={"np_hist_kwargs": {"bins": bins}},
         fig_kwargs=dict(points_colors=["r"], points_offdiag={"markersize": 6}),
     )
     return fig

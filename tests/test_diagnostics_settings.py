@@ -39,9 +39,11 @@ def test_experiment_overrides_are_valid_settings():
     [
         ({"num_test": 0}, "diagnostics.num_test=0 is invalid: expected an integer >= 1"),
         ({"num_posterior_samples": "abc"}, "diagnostics.num_posterior_samples='abc' is invalid"),
-        ({"enabled": "yes"}, "diagnostics.enabled='yes' is invalid: expected true or false"),
+        ({"enabled": "maybe"}, "diagnostics.enabled='maybe' is invalid: expected true or false"),
         ({"num_ppc": 20000}, "diagnostics.num_ppc=20000 is larger than the posterior samples"),
-        ({"thresholds": {"sbc_pvalue": 0.1}}, "diagnostics.thresholds.sbc_pvalue is not a gate; allowed: "),
+        ({"thresholds": {"sbc_pvalue": 0.1}}, "diagnostics.thresholds.sbc_pvalue is not a setting of diagnostics.thresholds; "
+                                              "allowed: sbc_ks_pvalue_min, "),
+        ({"lc2st": {"num_trials_null": 0}}, "diagnostics.lc2st.num_trials_null=0 is invalid: expected an integer >= 1"),
         ({"thresholds": {"c2st_max": "high"}}, "diagnostics.thresholds.c2st_max='high' is invalid: expected a number"),
         ({"thresholds": 3}, "diagnostics.thresholds=3 is invalid"),
         ({"num_tests": 10}, "diagnostics.num_tests is not a setting of diagnostics; allowed: enabled, num_test"),

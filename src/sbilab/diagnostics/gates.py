@@ -29,20 +29,24 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional, Union
 
+from sbilab.settings import setting
+
+NUMBER_OR_NULL = "a number, or null to switch the gate off"
+
 SBC_PREFIX = "sbc/ks_pvalue/"
 
 
 @dataclass
 class GateThresholds:
-    sbc_ks_pvalue_min: Optional[float] = 0.01
-    tarp_atc_abs_max: Optional[float] = 0.05
-    coverage_error_max: Optional[float] = 0.05
-    c2st_max: Optional[float] = 0.6
-    tarp_ks_pvalue_min: Optional[float] = None
-    ppc_distance_max: Optional[float] = None
-    lc2st_pvalue_min: Optional[float] = 0.01
-    coverage_central_error_max: Optional[float] = 0.05
-    sbc_log_gamma_min: Optional[float] = None
+    sbc_ks_pvalue_min: Optional[float] = setting(0.01, NUMBER_OR_NULL)
+    tarp_atc_abs_max: Optional[float] = setting(0.05, NUMBER_OR_NULL)
+    coverage_error_max: Optional[float] = setting(0.05, NUMBER_OR_NULL)
+    c2st_max: Optional[float] = setting(0.6, NUMBER_OR_NULL)
+    tarp_ks_pvalue_min: Optional[float] = setting(None, NUMBER_OR_NULL)
+    ppc_distance_max: Optional[float] = setting(None, NUMBER_OR_NULL)
+    lc2st_pvalue_min: Optional[float] = setting(0.01, NUMBER_OR_NULL)
+    coverage_central_error_max: Optional[float] = setting(0.05, NUMBER_OR_NULL)
+    sbc_log_gamma_min: Optional[float] = setting(None, NUMBER_OR_NULL)
 
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "GateThresholds":

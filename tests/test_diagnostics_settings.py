@@ -41,8 +41,8 @@ def test_experiment_overrides_are_valid_settings():
         ({"num_posterior_samples": "abc"}, "diagnostics.num_posterior_samples='abc' is invalid"),
         ({"enabled": "maybe"}, "diagnostics.enabled='maybe' is invalid: expected true or false"),
         ({"num_ppc": 20000}, "diagnostics.num_ppc=20000 is larger than the posterior samples"),
-        ({"thresholds": {"sbc_pvalue": 0.1}}, "diagnostics.thresholds.sbc_pvalue is not a setting of diagnostics.thresholds; "
-                                              "allowed: sbc_ks_pvalue_min, "),
+        ({"thresholds": {"sbc_pvalue": 0.1}},
+         "diagnostics.thresholds.sbc_pvalue is not a setting of diagnostics.thresholds; allowed: sbc_ks_pvalue_min, "),
         ({"lc2st": {"num_trials_null": 0}}, "diagnostics.lc2st.num_trials_null=0 is invalid: expected an integer >= 1"),
         ({"thresholds": {"c2st_max": "high"}}, "diagnostics.thresholds.c2st_max='high' is invalid: expected a number"),
         ({"thresholds": 3}, "diagnostics.thresholds=3 is invalid"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from sbilab.rng import per_index_seeds
 from sbilab.simulators import hh_kernel
 from sbilab.simulators.base import row_generators
-from sbilab.simulators.hh_equations import HHParams, simulate_traces_numpy
+from sbilab.simulators.hh_equations import INFERABLE, HHParams, simulate_traces_numpy
 from sbilab.summaries.hh_features import hh_feature_array
 
 V_ATOL = 1e-6  # mV, see module docstring
@@ -226,3 +227,109 @@ def test_fusion_is_declared_by_the_summary() -> None:
     theta, seeds = np.array([[50.0, 5.0]]), per_index_seeds(0, 0, 1)
     out = simulator.simulate_summaries(torch.as_tensor(theta), seeds, Declared())
     assert out.shape == (1, 7) and out[0, 0] > 0
+
+
+# --- the 8-parameter model (Gonçalves et al. 2020): every inferable constant per simulation -----------------
+
+#: Allen-like protocol, shortened (the full 1,450 ms one is in the slow test below): dt = 0.02 ms, a 170 pA step
+#: over the membrane area of cell 518290966, V0 its first sample with the -14 mV junction potential.
+ALLEN_SHORT = HHParams(duration=300.0, dt=0.02, t_on=50.0, t_off=250.0, current=1.7e-4, soma_area_cm2=0.0234 / 126,
+                       V0=-86.78125, noise_scale=0.0)
+#: (gbar_Na, gbar_K, g_leak, gbar_M, tau_max, V_T, noise_scale, E_leak): the NPE-PF paper's synthetic θ of cell
+#: 518290966 (its -V_T, -E_leak negated), both corners of the hh8_box prior, and the tutorial's constants.
+THETAS_8 = np.array([
+    [8.932692, 2.006126, 0.028068965, 0.03327207, 2792.28, -65.309746, 0.03135364, -86.49111],
+    [0.5, 1e-4, 1e-4, 1e-4, 50.0, -90.0, 1e-4, -100.0],
+    [80.0, 15.0, 0.6, 0.6, 3000.0, -40.0, 0.15, -35.0],
+    [50.0, 5.0, 0.1, 0.07, 600.0, -60.0, 0.1, -70.0],
+])
+
+
+def noiseless(thetas: np.ndarray) -> np.ndarray:
+    out = thetas.copy()
+    out[:, INFERABLE.index("noise_scale")] = 0.0
+    return out
+
+
+def test_eight_parameters_match_numpy_reference() -> None:
+    theta = noiseless(THETAS_8)
+    expected = simulate_traces_numpy(theta, np.zeros((len(theta), ALLEN_SHORT.num_steps - 1)), ALLEN_SHORT, INFERABLE)
+    V, features = hh_kernel.run(theta, np.arange(len(theta), dtype=np.uint64), ALLEN_SHORT, traces=True,
+                                features=True, inferred=INFERABLE)
+    np.testing.assert_allclose(V, expected, rtol=0, atol=V_ATOL)
+    assert_features_close(features, hh_feature_array(expected, ALLEN_SHORT))
+    assert features[0, 0] > 0 and features[2, 0] == 0  # the set covers spiking and silent cells
+
+
+@pytest.mark.parametrize("row", [0, 3])
+def test_eight_parameters_match_plain_scalar_implementation(row: int) -> None:
+    """The plain scalar model with the row's constants put into HHParams (the tutorial's code, all eight set)."""
+    values = dict(zip(INFERABLE, noiseless(THETAS_8)[row]))
+    p = replace(ALLEN_SHORT, soma_area_cm2=None, soma_radius_um=math.sqrt(0.0234 / 126 / math.pi) * 1e4,
+                **{k: v for k, v in values.items() if k not in ("gbar_Na", "gbar_K")})
+    expected = np.array([plain_hh(values["gbar_Na"], values["gbar_K"], p)])
+    V, _ = hh_kernel.run(noiseless(THETAS_8)[row : row + 1], np.zeros(1, np.uint64), ALLEN_SHORT, traces=True,
+                         features=False, inferred=INFERABLE)
+    np.testing.assert_allclose(V, expected, rtol=0, atol=V_ATOL)
+
+
+def test_any_subset_in_any_order_and_the_tutorial_as_a_subset() -> None:
+    """θ's columns follow `inferred`; constants not inferred come from HHParams; per-row and shared modes agree."""
+    p = replace(ALLEN_SHORT, noise_scale=0.0)
+    reordered = ("E_leak", "gbar_K", "V_T", "gbar_Na")
+    theta = THETAS_8[:, [INFERABLE.index(k) for k in reordered]]
+    fixed = {k: v for k, v in zip(INFERABLE, THETAS_8[0]) if k not in reordered and k != "noise_scale"}
+    V_subset, _ = hh_kernel.run(theta[:1], np.zeros(1, np.uint64), replace(p, **fixed), traces=True,
+                                features=False, inferred=reordered)
+    V_all, _ = hh_kernel.run(noiseless(THETAS_8[:1]), np.zeros(1, np.uint64), p, traces=True, features=False,
+                             inferred=INFERABLE)
+    np.testing.assert_array_equal(V_subset, V_all)  # both run per row: the same code, the same numbers
+    tutorial = replace(p, **dict(zip(INFERABLE[2:], noiseless(THETAS_8)[3, 2:])))
+    V_shared, _ = hh_kernel.run(THETAS_8[3:, :2], np.zeros(1, np.uint64), tutorial, traces=True, features=False)
+    V_rows, _ = hh_kernel.run(noiseless(THETAS_8[3:]), np.zeros(1, np.uint64), tutorial, traces=True,
+                              features=False, inferred=INFERABLE)
+    np.testing.assert_allclose(V_shared, V_rows, rtol=0, atol=V_ATOL)
+
+
+def test_per_row_noise_scale_and_rows_independent_of_batch() -> None:
+    p = replace(ALLEN_SHORT, duration=120.0, t_on=20.0, t_off=100.0)
+    theta = np.tile(THETAS_8[0], (21, 1))
+    theta[:, INFERABLE.index("noise_scale")] = np.linspace(0.0, 0.15, 21)
+    theta[:, 0] = np.linspace(5.0, 60.0, 21)
+    seeds = per_index_seeds(8, 0, 21)
+    V, features = hh_kernel.run(theta, seeds, p, traces=True, features=True, inferred=INFERABLE)
+    quiet, _ = hh_kernel.run(theta[:1], seeds[:1] + np.uint64(1), p, traces=True, features=False, inferred=INFERABLE)
+    np.testing.assert_array_equal(V[0], quiet[0])  # noise_scale 0 in a noisy batch: no noise, whatever the seed
+    for rows in ([7], [20, 3, 3, 11]):
+        V_sub, features_sub = hh_kernel.run(theta[rows], seeds[rows], p, traces=True, features=True,
+                                            inferred=INFERABLE)
+        np.testing.assert_array_equal(V_sub, V[rows])
+        np.testing.assert_array_equal(features_sub, features[rows])
+    assert_features_close(features, hh_feature_array(V, p))
+
+
+def test_eight_parameter_noise_statistics_agree_with_numpy_reference_in_distribution() -> None:
+    """Means over 100 seeds of each statistic agree within 4 standard errors (different RNGs)."""
+    p, count = replace(ALLEN_SHORT, duration=150.0, t_on=20.0, t_off=130.0), 100
+    thetas = np.tile(THETAS_8[0], (count, 1))
+    _, kernel = hh_kernel.run(thetas, per_index_seeds(21, 0, count), p, traces=False, features=True,
+                              inferred=INFERABLE)
+    noise = np.stack([g.standard_normal(p.num_steps - 1) for g in row_generators(per_index_seeds(22, 0, count))])
+    reference = hh_feature_array(simulate_traces_numpy(thetas, noise, p, INFERABLE), p)
+    for column, (a, b) in enumerate(zip(kernel.T, reference.T)):
+        se = math.sqrt(a.var(ddof=1) / count + b.var(ddof=1) / count)
+        assert abs(a.mean() - b.mean()) <= 4.0 * se + 1e-9 * abs(b.mean()), (column, a.mean(), b.mean(), se)
+    assert kernel[:, 0].mean() > 0
+
+
+@pytest.mark.slow
+def test_eight_parameters_full_allen_protocol_match_numpy_reference() -> None:
+    """The 1,450 ms protocol (72,500 samples): kernel = NumPy reference, fused statistics = their definition."""
+    p = replace(ALLEN_SHORT, duration=1449.98, t_on=205.0, t_off=1205.0)
+    theta = noiseless(THETAS_8[[0, 2]])
+    expected = simulate_traces_numpy(theta, np.zeros((2, p.num_steps - 1)), p, INFERABLE)
+    V, features = hh_kernel.run(theta, np.arange(2, dtype=np.uint64), p, traces=True, features=True,
+                                inferred=INFERABLE)
+    assert V.shape == (2, 72_500)
+    np.testing.assert_allclose(V, expected, rtol=0, atol=V_ATOL)
+    assert_features_close(features, hh_feature_array(expected, p))

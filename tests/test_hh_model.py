@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -94,3 +95,64 @@ def test_every_constant_is_configurable():
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="simulator.backend"):
         HodgkinHuxley(backend="gpu")
+
+
+def test_inferred_constants_are_config_and_checked():
+    from sbilab.errors import ConfigError
+    from sbilab.simulators.hh_equations import INFERABLE
+
+    assert HodgkinHuxley().parameter_names == ("gbar_Na", "gbar_K") and HodgkinHuxley().parameter_dim == 2
+    eight = HodgkinHuxley(backend="numpy", inferred=list(INFERABLE), duration=10.0, t_on=2.0, t_off=8.0)
+    assert eight.parameter_dim == 8
+    theta = torch.tensor([[50.0, 5.0, 0.1, 0.07, 600.0, -60.0, 0.0, E_leak] for E_leak in (-60.0, -80.0)])
+    V = eight.simulate(theta, np.array([0, 0], dtype=np.uint64))
+    assert V.shape == (2, 1001) and V[0, 150] > -69.5 > -70.5 > V[1, 150]  # E_leak from θ: drifts up / down from V0
+    for bad, message in [(["gbar_Na", "E_Na"], "unknown ['E_Na']"), ([], "empty"), (["V_T", "V_T"], "repeated")]:
+        with pytest.raises(ConfigError, match=r"simulator\.inferred=.*" + re.escape(message)):
+            HodgkinHuxley(inferred=bad)
+
+
+@pytest.mark.parametrize("constants,key", [
+    ({"gbar_NA": 1.0}, "simulator.gbar_NA"), ({"t_off": 130.0}, "simulator.t_on"), ({"dt": 0.0}, "simulator.dt"),
+    ({"soma_area_cm2": -1.0}, "soma_area_cm2"),
+])
+def test_bad_constants_fail_with_the_key(constants, key):
+    from sbilab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        HodgkinHuxley(**constants)
+
+
+def test_long_traces_are_summarised_in_sub_batches(monkeypatch):
+    """A summary that needs raw traces gets them a few rows at a time: same numbers, bounded memory."""
+    from sbilab.simulators import hodgkin_huxley
+    from sbilab.summaries.hh_extended import HHExtended
+
+    timing = dict(duration=60.0, t_on=5.0, t_off=50.0)
+    simulator, summary = HodgkinHuxley(**timing), HHExtended(**timing)
+    theta = torch.tensor([[50.0, 5.0], [4.0, 1.5], [20.0, 15.0]]).repeat(4, 1)
+    seeds = np.arange(12, dtype=np.uint64)
+    whole = simulator.simulate_summaries(theta, seeds, summary)
+    calls = []
+    monkeypatch.setattr(hodgkin_huxley, "TRACE_BATCH_BYTES", 5 * 8 * simulator.params.num_steps)  # 5 rows
+    original = simulator.simulate
+    monkeypatch.setattr(simulator, "simulate", lambda t, s: calls.append(len(s)) or original(t, s))
+    torch.testing.assert_close(simulator.simulate_summaries(theta, seeds, summary), whole, rtol=0, atol=0)
+    assert calls == [5, 5, 2]
+
+
+def test_eight_parameter_configs_compose_with_matching_names():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from sbilab.spec import instantiate_part, part_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["simulator=hodgkin_huxley_8p", "prior=hh8_box"])
+    simulator = instantiate_part(part_config(cfg, "simulator"))
+    assert list(simulator.parameter_names) == list(cfg.prior.names) and simulator.parameter_dim == 8
+    assert simulator.params.num_steps == 72_500 and simulator.params.timing == (1449.98, 0.02, 205.0, 1205.0)
+    assert part_config(cfg, "summary")["duration"] == 1449.98  # the statistics follow the simulator's protocol
+    assert all(lo < hi for lo, hi in zip(cfg.prior.low, cfg.prior.high))

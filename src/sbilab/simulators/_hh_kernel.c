@@ -2,10 +2,19 @@
  * Compiled Hodgkin-Huxley kernel with the tutorial's 7 summary statistics fused in.
  *
  * The model is the exponential-Euler scheme of
- * sbilab.simulators.hodgkin_huxley.simulate_traces_numpy in float64, equal up to
+ * sbilab.simulators.hh_equations.simulate_traces_numpy in float64, equal up to
  * rounding (libmvec's exp; exp(-dt (a + b)) for exp(-dt / tau) with tau = 1/(a + b)):
- * noiseless traces agree to ~1e-8 mV. Every constant comes in through hh_config
- * at call time.
+ * noiseless traces agree to ~1e-8 mV. Every constant comes in at call time: the
+ * protocol and the fixed constants through hh_config, and the eight constants that
+ * may be inferred (gbar_Na, gbar_K, g_leak, gbar_M, tau_max, V_T, noise_scale,
+ * E_leak) plus the gates at rest as one row per simulation (see HH_ROW_*), so the
+ * 2-parameter tutorial model and the 8-parameter model of Goncalves et al. 2020
+ * are the same code. When only gbar_Na and gbar_K vary between rows (the tutorial),
+ * hh_config.per_row is 0 and the other six are read from hh_config as loop
+ * invariants: -ffast-math lets gcc reassociate differently around an invariant than
+ * around a per-lane load, and this keeps the tutorial's numbers bit-identical to the
+ * kernel before per-row constants existed. step() and rng_normals() take the mode as
+ * a compile-time constant (always inlined), so each mode compiles to its own loop.
  *
  * Structure: the batch is cut into blocks of HH_LANES simulations that advance
  * together; every per-simulation quantity is a small array indexed by lane and
@@ -44,11 +53,16 @@
 /* Raw accumulators returned per simulation (see hh_kernel.py). */
 enum { ST_SPIKES, ST_REST_SUM, ST_TAIL_M2, ST_STIM_MEAN, ST_STIM_M2, ST_STIM_M3, ST_STIM_M4, ST_COUNT };
 
-/* Mirrors hh_kernel._Config (ctypes); all constants of HHParams plus derived indices. */
+/* Columns of the per-simulation rows (mirrors hh_kernel.ROW_COLUMNS). */
+enum { HH_ROW_GNA, HH_ROW_GK, HH_ROW_GLEAK, HH_ROW_GM, HH_ROW_TAU_MAX, HH_ROW_VT, HH_ROW_NOISE, HH_ROW_ELEAK,
+       HH_ROW_M0, HH_ROW_H0, HH_ROW_N0, HH_ROW_P0, HH_ROW_COUNT };
+
+/* Mirrors hh_kernel._Config (ctypes): the constants shared by all rows plus derived indices. */
 typedef struct {
-    double dt, V0, g_leak, gbar_M, tau_max, V_T, E_leak, E_Na, E_K, C, noise_scale;
-    double m0, h0, n0, p0;       /* gates at rest, gate_rates(V0) */
+    double dt, V0, E_Na, E_K, C;
+    double g_leak, gbar_M, tau_max, V_T, E_leak, noise_scale; /* used when per_row == 0 */
     double spike_threshold, min_isi;
+    int64_t per_row;             /* 1: the six above come from the rows (they vary between simulations) */
     int64_t num_steps;           /* T */
     int64_t rest_end;            /* rest mean over [0, rest_end) */
     int64_t tail_start, tail_end;/* rest std over [tail_start, tail_end) */
@@ -86,8 +100,10 @@ static void rng_seed(rng_block *r, const uint64_t *seeds) {
     }
 }
 
-/* Fill out[j][l] (NOISE_BLOCK x L) with scale * N(0, 1) draws by Box-Muller. */
-static void rng_normals(rng_block *restrict r, double scale, double (*restrict out)[L]) {
+/* Fill out[j][l] (NOISE_BLOCK x L) with scale * N(0, 1) draws by Box-Muller; scale is per lane when per_row. */
+static inline __attribute__((always_inline)) void rng_normals(rng_block *restrict r, double scale,
+                                                              const double *restrict lane_scale, const int per_row,
+                                                              double (*restrict out)[L]) {
     const double two_pi = 6.283185307179586476925286766559, half_pi = 1.5707963267948966192313216916398;
     for (int j = 0; j < NOISE_BLOCK; j += 2) {
 #pragma omp simd
@@ -100,7 +116,7 @@ static void rng_normals(rng_block *restrict r, double scale, double (*restrict o
             r->s0[l] = s0; r->s1[l] = s1; r->s2[l] = s2; r->s3[l] = s3;
             const double u1 = (double)(int64_t)((a >> 11) + 1) * 0x1.0p-53; /* (0, 1] */
             const double u2 = (double)(int64_t)(b >> 11) * 0x1.0p-53;       /* [0, 1) */
-            const double radius = scale * sqrt(-2.0 * log(u1));
+            const double radius = (per_row ? lane_scale[l] : scale) * sqrt(-2.0 * log(u1));
             /* sin written as a shifted cos: gcc would fuse sin+cos into sincos, which
              * has no libmvec variant and blocks vectorisation of the whole loop. */
             out[j][l] = radius * cos(two_pi * u2);
@@ -111,7 +127,9 @@ static void rng_normals(rng_block *restrict r, double scale, double (*restrict o
 
 /* Per-lane state of one block of simulations. */
 typedef struct {
-    double V[L], m[L], h[L], n[L], p[L], gna[L], gk[L];
+    double V[L], m[L], h[L], n[L], p[L];
+    double gna[L], gk[L], g_leak[L], gbar_M[L], tau_max[L], V_T[L], leak[L]; /* leak = g_leak E_leak */
+    double noise_scale[L];               /* noise_scale / sqrt(dt) */
     double v1[L], v2[L];                 /* V one and two steps back (peak rule) */
     double last_peak[L], spikes[L];
     double rest_sum[L];
@@ -170,12 +188,16 @@ static void accumulate(const hh_config *restrict c, hh_block *restrict b, int64_
 }
 
 /* One exponential-Euler step (all lanes): V from the old gates, then gates at V_new. */
-static inline void step(const hh_config *restrict c, hh_block *restrict b, double current,
-                        const double *restrict noise) {
-    const double dt = c->dt, C = c->C, g_leak = c->g_leak, gbar_M = c->gbar_M, V_T = c->V_T;
-    const double E_Na = c->E_Na, E_K = c->E_K, leak = c->g_leak * c->E_leak, tau_max = c->tau_max;
+static inline __attribute__((always_inline)) void step(const hh_config *restrict c, hh_block *restrict b,
+                                                       double current, const double *restrict noise,
+                                                       const int per_row) {
+    const double dt = c->dt, C = c->C, g_leak_c = c->g_leak, gbar_M_c = c->gbar_M, V_T_c = c->V_T;
+    const double E_Na = c->E_Na, E_K = c->E_K, leak_c = c->g_leak * c->E_leak, tau_max_c = c->tau_max;
 #pragma omp simd
     for (int l = 0; l < L; ++l) {
+        const double g_leak = per_row ? b->g_leak[l] : g_leak_c, gbar_M = per_row ? b->gbar_M[l] : gbar_M_c;
+        const double V_T = per_row ? b->V_T[l] : V_T_c, leak = per_row ? b->leak[l] : leak_c;
+        const double tau_max = per_row ? b->tau_max[l] : tau_max_c;
         const double m = b->m[l], h = b->h[l], n = b->n[l], p = b->p[l];
         const double g_na = m * m * m * h * b->gna[l];
         const double n2 = n * n;
@@ -208,11 +230,13 @@ static inline void step(const hh_config *restrict c, hh_block *restrict b, doubl
 }
 
 /* Simulate `count` <= L rows starting at `row0`; lanes >= count are padding. */
-static void run_block(const hh_config *restrict c, int64_t row0, int count, const double *restrict theta,
-                      const uint64_t *restrict seeds, const double *restrict current, const double *restrict time,
-                      double *restrict traces, double *restrict stats) {
+static inline __attribute__((always_inline)) void run_block(
+    const hh_config *restrict c, int64_t row0, int count, const double *restrict rows, const uint64_t *restrict seeds,
+    const double *restrict current, const double *restrict time, double *restrict traces, double *restrict stats,
+    const int per_row) {
     const int64_t T = c->num_steps;
-    const double noise_scale = c->noise_scale / sqrt(c->dt);
+    const double sqrt_dt = sqrt(c->dt), noise_scale = c->noise_scale / sqrt_dt;
+    int noisy = per_row ? 0 : c->noise_scale != 0.0;
     hh_block b;
     rng_block rng;
     double noise[NOISE_BLOCK][L], vbuf[NOISE_BLOCK][L];
@@ -221,11 +245,19 @@ static void run_block(const hh_config *restrict c, int64_t row0, int count, cons
     memset(noise, 0, sizeof noise);
     for (int l = 0; l < L; ++l) {
         const int64_t row = row0 + (l < count ? l : 0); /* padding repeats the first row */
-        b.gna[l] = theta[2 * row];
-        b.gk[l] = theta[2 * row + 1];
+        const double *r = rows + HH_ROW_COUNT * row;
+        b.gna[l] = r[HH_ROW_GNA];
+        b.gk[l] = r[HH_ROW_GK];
+        b.g_leak[l] = r[HH_ROW_GLEAK];
+        b.gbar_M[l] = r[HH_ROW_GM];
+        b.tau_max[l] = r[HH_ROW_TAU_MAX];
+        b.V_T[l] = r[HH_ROW_VT];
+        b.leak[l] = r[HH_ROW_GLEAK] * r[HH_ROW_ELEAK];
+        b.noise_scale[l] = r[HH_ROW_NOISE] / sqrt_dt;
+        noisy |= per_row && r[HH_ROW_NOISE] != 0.0;
         lane_seeds[l] = seeds[row];
         b.V[l] = c->V0;
-        b.m[l] = c->m0; b.h[l] = c->h0; b.n[l] = c->n0; b.p[l] = c->p0;
+        b.m[l] = r[HH_ROW_M0]; b.h[l] = r[HH_ROW_H0]; b.n[l] = r[HH_ROW_N0]; b.p[l] = r[HH_ROW_P0];
         b.v1[l] = b.v2[l] = c->V0;
         b.last_peak[l] = -1e300; /* finite (fast-math): any first peak is > min_isi after it */
     }
@@ -236,8 +268,8 @@ static void run_block(const hh_config *restrict c, int64_t row0, int count, cons
 
     for (int64_t k = 1; k < T; ++k) {
         const int j = (int)((k - 1) % NOISE_BLOCK);
-        if (j == 0 && c->noise_scale != 0.0) rng_normals(&rng, noise_scale, noise);
-        step(c, &b, current[k - 1], noise[j]);
+        if (j == 0 && noisy) rng_normals(&rng, noise_scale, b.noise_scale, per_row, noise);
+        step(c, &b, current[k - 1], noise[j], per_row);
         if (stats) accumulate(c, &b, k, time);
         if (traces) {
             /* Buffer [step][lane] and write whole row segments: strided per-step stores are slow. */
@@ -266,16 +298,19 @@ static void run_block(const hh_config *restrict c, int64_t row0, int count, cons
 }
 
 /*
- * Simulate rows [0, batch) of theta [batch, 2] with seeds [batch].
+ * Simulate rows [0, batch) of rows [batch, HH_ROW_COUNT] with seeds [batch].
  * current, time: [T]. traces: [batch, T] or NULL. stats: [batch, 7] raw accumulators or NULL.
  * Returns 0 on success.
  */
-int hh_simulate(const hh_config *c, int64_t batch, const double *theta, const uint64_t *seeds,
+int hh_simulate(const hh_config *c, int64_t batch, const double *rows, const uint64_t *seeds,
                 const double *current, const double *time, double *traces, double *stats) {
     if (c->num_steps < 1 || batch < 0) return 1;
     for (int64_t row0 = 0; row0 < batch; row0 += L) {
         const int count = (int)(batch - row0 < L ? batch - row0 : L);
-        run_block(c, row0, count, theta, seeds, current, time, traces, stats);
+        if (c->per_row)
+            run_block(c, row0, count, rows, seeds, current, time, traces, stats, 1);
+        else
+            run_block(c, row0, count, rows, seeds, current, time, traces, stats, 0);
     }
     return 0;
 }
@@ -285,6 +320,9 @@ int hh_lanes(void) { return L; }
 
 /* Size of hh_config, so the wrapper can check its ctypes mirror. */
 int64_t hh_config_size(void) { return (int64_t)sizeof(hh_config); }
+
+/* Columns of a per-simulation row, so the wrapper can check its layout. */
+int hh_row_columns(void) { return HH_ROW_COUNT; }
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sbilab.simulators.hh_equations import MOMENT_STATISTICS, HHParams, gate_rates
+from sbilab.simulators.hh_equations import (
+    INFERABLE,
+    MOMENT_STATISTICS,
+    TUTORIAL_INFERRED,
+    HHParams,
+    gate_rates,
+    row_constants,
+)
 
 #: The statistics the kernel computes in its pass (names, in output order).
 STATISTICS = MOMENT_STATISTICS
@@ -31,6 +38,8 @@ CHUNK_ROWS = 1024
 #: The tutorial's spike rule (hh_features.spike_count defaults).
 SPIKE_THRESHOLD = -10.0
 MIN_ISI = 0.5
+#: Columns of one simulation's row (mirrors HH_ROW_* in the C source): the inferable constants, then the gates at rest.
+ROW_COLUMNS = INFERABLE + ("m0", "h0", "n0", "p0")
 
 
 class _Config(ctypes.Structure):
@@ -38,11 +47,11 @@ class _Config(ctypes.Structure):
 
     _fields_ = [
         *[(name, ctypes.c_double) for name in (
-            "dt", "V0", "g_leak", "gbar_M", "tau_max", "V_T", "E_leak", "E_Na", "E_K", "C", "noise_scale",
-            "m0", "h0", "n0", "p0", "spike_threshold", "min_isi",
+            "dt", "V0", "E_Na", "E_K", "C", "g_leak", "gbar_M", "tau_max", "V_T", "E_leak", "noise_scale",
+            "spike_threshold", "min_isi",
         )],
         *[(name, ctypes.c_int64) for name in (
-            "num_steps", "rest_end", "tail_start", "tail_end", "stim_start", "stim_end",
+            "per_row", "num_steps", "rest_end", "tail_start", "tail_end", "stim_start", "stim_end",
         )],
     ]
 
@@ -69,7 +78,8 @@ def _library() -> ctypes.CDLL:
     lib.hh_simulate.argtypes = [ctypes.POINTER(_Config), ctypes.c_int64] + [ctypes.c_void_p] * 6
     lib.hh_lanes.restype = ctypes.c_int
     lib.hh_config_size.restype = ctypes.c_int64
-    if lib.hh_config_size() != ctypes.sizeof(_Config):
+    lib.hh_row_columns.restype = ctypes.c_int
+    if lib.hh_config_size() != ctypes.sizeof(_Config) or lib.hh_row_columns() != len(ROW_COLUMNS):
         raise ImportError("sbilab.simulators._hh_kernel is stale (config layout differs); rebuild it.")
     return lib
 
@@ -85,23 +95,39 @@ def _slice_bounds(start: int, stop: int, size: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
-def _config(p: HHParams) -> _Config:
-    """The kernel's constants and index ranges, taken exactly as hh_feature_array takes them."""
+def _config(p: HHParams, per_row: bool) -> _Config:
+    """The constants shared by all rows and the index ranges, taken exactly as hh_feature_array takes them.
+
+    ``per_row``: whether constants other than gbar_Na and gbar_K vary between rows
+    (then the kernel reads them from the rows instead of from here).
+    """
     steps = p.num_steps
     time = p.time()
     stim = np.flatnonzero((time > p.t_on) & (time < p.t_off))  # contiguous: time is increasing
     stim_start, stim_end = (int(stim[0]), int(stim[-1]) + 1) if stim.size else (0, 0)
     rest_end = _slice_bounds(0, p.i_on, steps)[1]
     tail_start, tail_end = _slice_bounds(int(0.9 * p.t_on / p.dt), int(p.t_on / p.dt), steps)
-    gates = {q: float(inf[0]) for q, (inf, _) in gate_rates(np.array([p.V0]), p).items()}
     return _Config(
-        dt=p.dt, V0=p.V0, g_leak=p.g_leak, gbar_M=p.gbar_M, tau_max=p.tau_max, V_T=p.V_T, E_leak=p.E_leak,
-        E_Na=p.E_Na, E_K=p.E_K, C=p.C, noise_scale=p.noise_scale,
-        m0=gates["m"], h0=gates["h"], n0=gates["n"], p0=gates["p"],
+        dt=p.dt, V0=p.V0, E_Na=p.E_Na, E_K=p.E_K, C=p.C, g_leak=p.g_leak, gbar_M=p.gbar_M, tau_max=p.tau_max,
+        V_T=p.V_T, E_leak=p.E_leak, noise_scale=p.noise_scale, per_row=int(per_row),
         spike_threshold=SPIKE_THRESHOLD, min_isi=MIN_ISI,
         num_steps=steps, rest_end=rest_end, tail_start=tail_start, tail_end=tail_end,
         stim_start=stim_start, stim_end=stim_end,
     )
+
+
+def kernel_rows(theta: np.ndarray, p: HHParams, inferred: tuple[str, ...]) -> np.ndarray:
+    """One row per simulation (:data:`ROW_COLUMNS`): its constants and its gates at rest, C-contiguous.
+
+    The gates at rest depend on V_T only; they are computed once per distinct V_T,
+    with the NumPy kinetics of :func:`gate_rates`.
+    """
+    constants = row_constants(theta, p, inferred)
+    V_T = constants[:, INFERABLE.index("V_T")]
+    unique, index = np.unique(V_T, return_inverse=True)
+    rest = gate_rates(np.full(unique.shape, p.V0), unique, p.tau_max)
+    gates = np.stack([rest[q][0] for q in ("m", "h", "n", "p")], axis=1)[index.reshape(-1)]
+    return np.ascontiguousarray(np.concatenate([constants, gates], axis=1))
 
 
 def _finish_features(raw: np.ndarray, cfg: _Config) -> np.ndarray:
@@ -129,27 +155,31 @@ def run(
     *,
     traces: bool,
     features: bool,
+    inferred: tuple[str, ...] = TUTORIAL_INFERRED,
     num_threads: int = 1,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Simulate HH neurons for theta [B, 2] = (gbar_Na, gbar_K) with per-row seeds [B].
+    """Simulate HH neurons for theta [B, len(inferred)] with per-row seeds [B].
 
-    Returns ``(V [B, T] float64 or None, features [B, 7] float64 or None)``; the
-    features are the 7 statistics of ``hh_features.hh_feature_array``, computed in
-    the same pass. Memory beyond the outputs is O(1) per thread. ``num_threads``
-    splits the batch over threads (default 1: worker processes stay single-threaded).
+    ``inferred`` names θ's columns (default: the tutorial's gbar_Na, gbar_K); the
+    other constants come from ``params``. Returns ``(V [B, T] float64 or None,
+    features [B, 7] float64 or None)``; the features are the 7 statistics of
+    ``hh_features.hh_feature_array``, computed in the same pass. Memory beyond the
+    outputs is O(1) per thread (the time axis and current, [T], are shared), so
+    features of 72,500-step traces cost no more memory than of short ones.
+    ``num_threads`` splits the batch over threads (default 1: worker processes stay
+    single-threaded).
     """
     lib = _library()
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     seeds = np.ascontiguousarray(seeds, dtype=np.uint64)
-    if theta.ndim != 2 or theta.shape[1] != 2:
-        raise ValueError(f"theta must be [B, 2] (gbar_Na, gbar_K), got shape {theta.shape}")
+    rows = kernel_rows(theta, params, inferred)
     if seeds.shape != (theta.shape[0],):
         raise ValueError(f"seeds must be [B] = [{theta.shape[0]}], got shape {seeds.shape}")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
 
     batch, steps = theta.shape[0], params.num_steps
-    cfg = _config(params)
+    cfg = _config(params, per_row=not set(inferred) <= set(TUTORIAL_INFERRED))
     current = np.ascontiguousarray(params.input_current(), dtype=np.float64)
     time = np.ascontiguousarray(params.time(), dtype=np.float64)
     V = np.empty((batch, steps)) if traces else None
@@ -164,7 +194,7 @@ def run(
         stop = min(start + chunk, batch)
         status = lib.hh_simulate(
             ctypes.byref(cfg), stop - start,
-            theta[start:stop].ctypes.data, seeds[start:stop].ctypes.data,
+            rows[start:stop].ctypes.data, seeds[start:stop].ctypes.data,
             current.ctypes.data, time.ctypes.data,
             None if V is None else V[start:stop].ctypes.data,
             None if raw is None else raw[start:stop].ctypes.data,

@@ -124,8 +124,8 @@ class SweepParentRun(Callback):
         from sbilab.experiments.report import ui_hint
 
         print(f"sbilab: sweep {'ended early' if interrupted else 'finished'}: {parent.summary}", flush=True)
-        print(f"sbilab: open it with `make ui`, then {ui_hint(parent.uri, parent.recorder.experiment_id, parent.run_id)}",
-              flush=True)
+        link = ui_hint(parent.uri, parent.recorder.experiment_id, parent.run_id)
+        print(f"sbilab: open it with `make ui`, then {link}", flush=True)
         if not self.compare:
             return
         from sbilab.experiments.compare import compare_sweep

@@ -15,6 +15,7 @@ SERVER_WORKERS ?= 2
 SERVER_HOST ?= 127.0.0.1
 DB ?= $(CURDIR)/mlruns/mlflow.db
 SERVICES := PYTHONPATH=$(CURDIR)/scripts $(CURDIR)/$(PY) -m services
+MLRUNS ?= $(CURDIR)/mlruns
 export PROJECT_ROOT := $(CURDIR)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
@@ -25,7 +26,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-15s %s\n", $$1, $$2}'
-	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo, benchmark), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT (ui)"
+	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo, benchmark), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT, MLRUNS (ui)"
 	@echo "             TASKS='two_moons ...', METHODS='npe ...' (benchmark)"
 	@echo "             SERVER_DIR (server data, default .server/), PORT, SERVER_HOST (server: 127.0.0.1; 0.0.0.0 for the LAN), DB (server-migrate)"
 
@@ -76,9 +77,11 @@ hpo: $(STAMP) ## Optuna (TPE) search over estimator sizes and learning rate, tri
 register: $(STAMP) ## register a run's posterior as a model version: make register RUN=<run id> [NAME=...]
 	$(PY) scripts/register.py $(RUN) $(if $(NAME),--name $(NAME)) $(ARGS)
 
-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:$(PORT) (local only)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--default-artifact-root file://$(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(PORT)
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:$(PORT) (local only; MLRUNS=<folder> for another store)
+	@echo "sbilab: MLflow UI on http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning"
+	@echo "sbilab: (MLflow opens in its GenAI view: pick 'Model training' at the top of the sidebar once, the browser keeps it)"
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(MLRUNS)/mlflow.db \
+		--default-artifact-root file://$(MLRUNS)/artifacts --host 127.0.0.1 --port $(PORT)
 
 services-install: ## Debian packages for the real services: PostgreSQL, MariaDB, munge, SLURM (root; idempotent)
 	bash scripts/services/install.sh

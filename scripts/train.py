@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
     spec = entry.guarded(lambda: prepare(cfg))  # bad input fails here, before any simulation or MLflow run
     job = sweep_job()
     if job is not None:
+        spec = spec.with_tracking(run_name=spec.run_name(job.swept))  # its swept values in its name
         # a sweep job: raise, so Hydra records the failure and the other jobs still run
         if train_and_report(spec, parent_run_id=job.parent_run_id, extra_tags=job.tags):
             raise RuntimeError("diagnostics.strict=true and a calibration gate failed")

@@ -76,6 +76,35 @@ def test_run_is_finished_with_the_design_record(finished_run):
     assert gates["verdict"] == tags["sbilab.gates"]
 
 
+def test_run_reads_well_in_the_ui(finished_run):
+    uri, run, stdout = finished_run
+    client = MlflowClient(uri)
+    tags, metrics = run.data.tags, run.data.metrics
+    assert run.info.run_name == "hodgkin_huxley·npe·zuko_maf_unconstrained·300·s0"
+    assert tags["mlflow.source.name"] == "scripts/train.py" and tags["mlflow.user"]
+    assert tags["sbilab.git_commit"].startswith(tags["mlflow.source.git.commit"])
+    assert f"/runs/{run.info.run_id}?workflowType=machine_learning" in stdout  # the printed link: model training
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the description leads with the verdict; gates/* metrics restate every check as a number
+    gates = json.loads(Path(client.download_artifacts(run.info.run_id, "diagnostics/gates.json")).read_text())
+    assert tags["mlflow.note.content"].startswith(f"**Calibration gates: {gates['verdict'].upper()}**")
+    assert metrics["gates/pass"] == float(gates["verdict"] == "pass")
+    assert metrics["gates/failed"] == sum(not check["passed"] for check in gates["checks"])
+    for check in gates["checks"]:
+        assert (metrics[f"gates/margin/{check['name']}"] >= 0) == check["passed"], check
+        assert f"| {check['name']} |" in tags["mlflow.note.content"]
+    # the training simulations are its dataset: digest = the cache key, found in the cache folder
+    (data,) = run.inputs.dataset_inputs
+    cache = Path(uri[len("sqlite:///"):]).parent / "cache"
+    assert data.dataset.name == "hodgkin_huxley·hh_box·hh_features·train·300"
+    assert (cache / data.dataset.digest).is_dir() and json.loads(data.dataset.source)["uri"] == str(
+        cache / data.dataset.digest)
+    columns = [c["name"] for c in json.loads(data.dataset.schema)["mlflow_colspec"]]
+    assert columns[:2] == ["gbar_Na", "gbar_K"] and len(columns) == 2 + 7  # θ, then the 7 statistics
+    assert json.loads(data.dataset.profile)["simulations"] == 300
+
+
 def test_posterior_round_trips_in_a_fresh_process(finished_run):
     uri, run, _ = finished_run
     code = (

@@ -109,6 +109,16 @@ def test_two_job_sweep_has_one_finished_parent_and_compares(tmp_path):
     assert all(r.info.status == "FINISHED" and r.data.tags["sbilab.sweep_id"] == parent.data.tags["sbilab.sweep_id"]
                for r in children)
     assert parent.data.tags["sbilab.swept"] == "estimator"
+    # names from the parts (the swept estimator among them); both ran on the same simulations
+    assert sorted(r.info.run_name for r in children) == ["hodgkin_huxley·npe·maf·200·s0",
+                                                          "hodgkin_huxley·npe·mdn·200·s0"]
+    assert len({r.inputs.dataset_inputs[0].dataset.digest for r in children}) == 1
+    assert parent.info.run_name.endswith("(estimator)")
+    description = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    assert description.startswith("**2 child runs** (2 FINISHED)")
+    for child in children:
+        link = f"#/experiments/{child.info.experiment_id}/runs/{child.info.run_id}"
+        assert f"[{child.info.run_name}]({link})" in description
     found = {item.path for item in client.list_artifacts(parent.info.run_id, "comparison")}
     assert {"comparison/runs.csv", "comparison/runs.md", "comparison/vs_budget.png"} <= found
     assert "comparison/heatmap.png" not in found  # one factor: no grid

@@ -40,13 +40,15 @@ from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posteri
 from sbilab.priors import sample_prior
 from sbilab.rng import per_index_seeds, seeded
 from sbilab.simulation import Dataset, simulate_dataset
-from sbilab.spec import RunSpec
+from sbilab.spec import NAME_SEPARATOR, RunSpec, budget_label
 from sbilab.training import (
     EnsembleTraining,
+    EpochProgress,
     Fitted,
     SilentObserver,
     TrainingObserver,
     TrainingProblem,
+    on_terminal,
     strategy_for,
 )
 
@@ -96,7 +98,7 @@ def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
     torch.set_num_threads(spec.num_threads)
     with open_run(spec, parent_run_id=parent_run_id, extra_tags=extra_tags) as recorder:
         started = time.perf_counter()
-        fitted = train(spec, RecordingObserver(recorder))
+        fitted = train(spec, RecordingObserver(recorder, spec, progress=parent_run_id is None and on_terminal()))
         posterior = build_posterior(spec, fitted)
         diagnosis = diagnose(spec, posterior)
         record(recorder, spec, fitted, diagnosis)
@@ -113,9 +115,10 @@ def open_run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
     Closed FINISHED when the block returns, FAILED on an exception, KILLED on Ctrl-C/SIGTERM.
     """
     tags = {**{f"sbilab.{group}": option for group, option in spec.choices.items()},
-            "sbilab.git_commit": tracking.git_commit(spec.paths.root), **(extra_tags or {})}
+            "sbilab.git_commit": tracking.git_commit(spec.paths.root), **tracking.source_tags(spec.paths.root),
+            **(extra_tags or {})}
     with tracking.start_run(spec.tracking.uri, spec.experiment_name, spec.tracking.artifact_location,
-                            run_name=spec.tracking.run_name, tags=tags, parent_run_id=parent_run_id) as recorder:
+                            run_name=spec.run_name(), tags=tags, parent_run_id=parent_run_id) as recorder:
         recorder.log_params(tracking.loggable_params(spec.config))
         recorder.log_text(OmegaConf.to_yaml(spec.config), "config.yaml")
         recorder.log_array(spec.observation.x.numpy(), "observation.npy")
@@ -168,18 +171,23 @@ def build_posterior(spec: RunSpec, fitted: Fitted) -> Any:
 
 
 class RecordingObserver:
-    """Records training as it happens: per-epoch losses, how each dataset was obtained, each round."""
+    """Records training as it happens: per-epoch losses, how each dataset was obtained (the prior
+    simulations as the run's dataset input), each round; ``progress``: a line per epoch on the terminal."""
 
-    def __init__(self, recorder: tracking.RunRecorder) -> None:
+    def __init__(self, recorder: tracking.RunRecorder, spec: RunSpec, progress: bool = False) -> None:
         self.recorder = recorder
+        self.spec = spec
+        self.progress = progress
 
     def epoch_callbacks(self, prefix: str) -> Sequence[Callback]:
-        return [self.recorder.epoch_callback(prefix=prefix)]
+        shown = [EpochProgress(f"training {prefix.rstrip('/')}".strip())] if self.progress else []
+        return [self.recorder.epoch_callback(prefix=prefix), *shown]
 
     def dataset_simulated(self, data: Dataset, round_: int) -> None:
         self.recorder.log_metrics(data.metrics("" if round_ == 0 else f"round_{round_}/"))
         if round_ == 0:
             self.recorder.set_tags({"sbilab.cache": data.cache_status})
+            tracking.log_datasets(self.recorder, [simulations_record(self.spec, data, "train", "training")])
         log.info("round %d: simulated %d (%d invalid) in %.1fs, cache: %s (%d/%d chunks reused)", round_,
                  data.num_requested, data.num_invalid, data.seconds, data.cache_status, data.chunks_from_cache,
                  data.chunks_total)
@@ -189,6 +197,22 @@ class RecordingObserver:
 
     def networks_trained(self, networks: EnsembleTraining) -> None:
         self.recorder.log_metrics(networks.metrics())
+
+
+def simulations_record(spec: RunSpec, data: Dataset, purpose: str, context: str) -> tracking.DatasetRecord:
+    """Prior simulations (``purpose``: train, test) as a dataset input: digest = the cache key, source = its cache
+    folder (when cached), columns = θ names then statistic names."""
+    choices, parts = spec.choices, spec.parts
+    statistics = list(getattr(parts.summary, "names", []))
+    if len(statistics) != parts.x_dim:  # unnamed (e.g. raw traces for a learned summary): one column
+        statistics = [f"x[0:{parts.x_dim}]"]
+    return tracking.DatasetRecord(
+        name=NAME_SEPARATOR.join([choices["simulator"], choices["prior"], choices["summary"], purpose,
+                                  budget_label(data.num_requested)]),
+        digest=data.key, context=context, columns=[*parts.parameter_names, *statistics],
+        source=str(spec.paths.cache_dir / data.key) if spec.simulation.cache else None,
+        profile={"simulations": data.num_requested, "valid": int(data.theta.shape[0]), "invalid": data.num_invalid},
+    )
 
 
 # -- diagnose -----------------------------------------------------------------------------------------
@@ -280,14 +304,28 @@ def calibrate(spec: RunSpec, posterior: Any, samples: Tensor) -> tuple[Diagnosti
 
 
 def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagnosis: Optional[Diagnosis]) -> None:
-    """The posterior artifact and training curves, and (when given) everything ``diagnose`` found."""
+    """The posterior artifact and training curves, (when given) everything ``diagnose`` found, and the
+    run's description (verdict, gate table, warnings) for the UI."""
     record_posterior(recorder, spec, fitted)
     first = fitted.networks.first
     others = [member.val_losses for member in fitted.networks.members[1:]]
     recorder.log_figure(loss_curves(first.train_losses, first.val_losses, best_epoch(first.val_losses), others),
                         "plots/loss.png")
-    if diagnosis is None:
+    metrics = fitted.networks.metrics()
+    calibration = None if diagnosis is None else diagnosis.calibration
+    if diagnosis is not None:
+        record_observation(recorder, spec, diagnosis)
+        metrics.update(diagnosis.metrics)
+    if calibration is None:
+        tracking.set_description(recorder, tracking.run_description(None, metrics))
         return
+    gates = record_calibration(recorder, spec, calibration)
+    tracking.set_description(recorder, tracking.run_description(gates, metrics, calibration.notes,
+                                                               calibration.warnings()))
+
+
+def record_observation(recorder: tracking.RunRecorder, spec: RunSpec, diagnosis: Diagnosis) -> None:
+    """The samples at x_o, the metrics of the diagnose stage, the pairplot and the predictive traces."""
     recorder.log_array(diagnosis.samples.numpy(), "posterior_samples.npy")
     recorder.log_metrics(diagnosis.metrics)
     observation = spec.observation
@@ -297,9 +335,10 @@ def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagno
         time_axis, current, scale = spec.parts.simulator.trace_axes()
         recorder.log_figure(predictive_traces(time_axis, observation.raw.numpy(), diagnosis.predictive_traces.numpy(),
                                               current, scale), "plots/ppc.png")
-    calibration = diagnosis.calibration
-    if calibration is None:
-        return
+
+
+def record_calibration(recorder: tracking.RunRecorder, spec: RunSpec, calibration: DiagnosticsResult) -> dict:
+    """Figures, the report, raw arrays, ``gates.json``, gate metrics and tags; returns the gates."""
     figures = diagnostic_figures(calibration)
     recorder.log_text(diagnostics_report(calibration, figures, title=spec.tracking.run_name or spec.experiment_name),
                       "diagnostics/report.html")  # before log_figure closes the figures
@@ -307,10 +346,13 @@ def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagno
         recorder.log_figure(figure, path)
     for path, array in calibration.arrays.items():
         recorder.log_array(array, path)
-    recorder.log_dict(calibration.gates_dict(), "diagnostics/gates.json")
+    gates = calibration.gates_dict()
+    recorder.log_dict(gates, "diagnostics/gates.json")
+    recorder.log_metrics(tracking.gate_metrics(gates))
     if calibration.notes:
         recorder.log_text("\n".join(calibration.notes) + "\n", "diagnostics/notes.txt")
     recorder.set_tags(calibration.tags())
+    return gates
 
 
 def record_posterior(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted) -> None:

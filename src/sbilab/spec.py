@@ -35,6 +35,20 @@ from sbilab.simulators.base import Simulator
 PART_GROUPS = ("simulator", "prior", "summary", "estimator", "method")
 
 
+#: joins the parts of a run's name (``hodgkin_huxley·npe·maf·10k·s0``)
+NAME_SEPARATOR = "·"
+#: config keys whose values a run's name already shows
+NAMED_KEYS = ("simulator", "method", "estimator", "simulation.num_simulations", "seed")
+
+
+def budget_label(num: int) -> str:
+    """A simulation budget as a name shows it: ``10k``, ``2.5k``, ``1M``, ``300``."""
+    for unit, size in (("M", 1_000_000), ("k", 1000)):
+        if num >= size and (num * 10) % size == 0:  # at most one decimal
+            return f"{num / size:g}{unit}"
+    return str(num)
+
+
 @dataclass
 class Parts:
     """The instantiated parts of a run."""
@@ -81,6 +95,20 @@ class RunSpec:
     def choices(self) -> dict[str, str]:
         """The chosen option of each part group (``sbilab.<group>`` tags)."""
         return {group: str(self.part_configs[group].get("name")) for group in PART_GROUPS}
+
+    def run_name(self, swept: Optional[Mapping[str, str]] = None) -> str:
+        """``tracking.run_name`` when set, else the parts: ``simulator·method·estimator·budget·s<seed>``,
+        then each swept ``key=value`` (a sweep job's) that the parts do not already show."""
+        if self.tracking.run_name:
+            return self.tracking.run_name
+        choices = self.choices
+        parts = [choices["simulator"], choices["method"], choices["estimator"],
+                 budget_label(self.simulation.num_simulations), f"s{self.seeds.run}"]
+        for key, value in (swept or {}).items():
+            key = key.lstrip("+~")
+            if key not in NAMED_KEYS:
+                parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        return NAME_SEPARATOR.join(parts)
 
     def with_tracking(self, **changes: Any) -> "RunSpec":
         """A copy with some tracking settings changed (drivers name their runs and experiments)."""

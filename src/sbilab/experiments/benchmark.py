@@ -223,7 +223,7 @@ def run_fit(job: Job, fit: Fit, result: JobResult, parent_run_id: str, tags: dic
     with pipeline.open_run(spec, parent_run_id=parent_run_id, extra_tags=tags) as recorder:
         result.run_ids.append(recorder.run_id)
         started = time.perf_counter()
-        fitted = pipeline.train(spec, pipeline.RecordingObserver(recorder))
+        fitted = pipeline.train(spec, pipeline.RecordingObserver(recorder, spec))
         posterior = pipeline.build_posterior(spec, fitted)
         pipeline.record(recorder, spec, fitted, None)
         times = {"time/simulate_s": fitted.data.seconds, "time/train_s": fitted.networks.seconds,

@@ -350,6 +350,7 @@ def compare_sweep(uri: str, parent_run_id: str, metric: Optional[str] = None, fi
     ``figures=False``: only the table and summary (HPO studies draw their own figures).
     """
     from sbilab import tracking
+    from sbilab.experiments.overview import overview_markdown
     from sbilab.plots.comparison import heatmap, metric_vs_budget
 
     children = tracking.child_runs(uri, parent_run_id)
@@ -392,4 +393,5 @@ def compare_sweep(uri: str, parent_run_id: str, metric: Optional[str] = None, fi
     if comparison.best is not None:
         tags["sbilab.best_run"] = comparison.best["run_id"]
     recorder.set_tags(tags)
+    tracking.set_description(recorder, overview_markdown(comparison, recorder.experiment_id, counts))
     return comparison

@@ -15,10 +15,14 @@ GATES_FAILED_EXIT = 3
 PROGRESS_METRICS = ("val/loss_best", "c2st", "tarp/atc", "coverage/error")
 
 
+#: the MLflow 3 UI's view for model training (its sidebar toggle; the default view is GenAI)
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def ui_hint(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """Where to look at a run: the UI URL (after `make ui`) for the default store."""
+    """Where to look at a run: the UI URL (after `make ui`) for the default store, in the model-training view."""
     base = tracking_uri if urlparse(tracking_uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def train_and_report(spec: RunSpec, parent_run_id: Optional[str] = None,

@@ -22,14 +22,17 @@ from omegaconf import DictConfig
 
 PARENT_ENV = "SBILAB_PARENT_RUN_ID"
 SWEEP_ENV = "SBILAB_SWEEP_ID"
+#: the keys the multirun sweeps over (``estimator=maf,mdn`` → ``estimator``), space-separated
+SWEPT_ENV = "SBILAB_SWEPT_KEYS"
 
 
 @dataclass
 class SweepJob:
-    """The parent run of the multirun this job belongs to, and the job's sweep tags."""
+    """The parent run of the multirun this job belongs to, the job's sweep tags and its swept values."""
 
     parent_run_id: str
     tags: dict[str, str]
+    swept: dict[str, str]  # this job's value of each swept key, in command-line order
 
 
 def sweep_job() -> Optional[SweepJob]:
@@ -46,7 +49,23 @@ def sweep_job() -> Optional[SweepJob]:
     tags["sbilab.sweep_id"] = os.environ.get(SWEEP_ENV, "")
     tags["sbilab.job"] = str(hydra_cfg.job.num)
     tags["sbilab.overrides"] = " ".join(hydra_cfg.overrides.task)
-    return SweepJob(parent_run_id, tags)
+    values = {item.key_or_group: item.get_value_element_as_str() for item in parse(hydra_cfg.overrides.task)
+              if item.value() is not None}
+    swept = {key: values[key] for key in os.environ.get(SWEPT_ENV, "").split() if key in values}
+    return SweepJob(parent_run_id, tags, swept)
+
+
+def parse(overrides: Any) -> list[Any]:
+    """Hydra's own parse of command-line overrides (``key=value``, ``key=a,b``, ``+key=...``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def swept_keys(overrides: Any) -> list[str]:
+    """The keys of the overrides that sweep (``a=1,2``, ``range(...)``, ``glob(...)``), in order; not Hydra's own."""
+    return [item.key_or_group for item in parse(overrides)
+            if item.is_sweep_override() and not item.key_or_group.startswith("hydra")]
 
 
 class SweepParentRun(Callback):
@@ -74,16 +93,20 @@ class SweepParentRun(Callback):
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
             overrides = " ".join(config.hydra.overrides.task)
+            swept = swept_keys(config.hydra.overrides.task)
             self.stack = ExitStack()
             self.parent = self.stack.enter_context(tracking.parent_run(
                 str(config.tracking.uri), str(config.tracking.experiment or config.simulator.name),
                 config.tracking.artifact_location, sweep_id=sweep_id, role="sweep",
-                tags={"hydra.sweep_dir": str(sweep_dir), "sbilab.sweep_overrides": overrides}))
+                tags={"hydra.sweep_dir": str(sweep_dir), "sbilab.sweep_overrides": overrides,
+                      **tracking.source_tags(Path(str(config.paths.root)))},
+                run_name=f"sweep-{sweep_id}" + (f" ({', '.join(swept)})" if swept else "")))
         except Exception as error:  # Hydra would only warn: stop the multirun instead
             print(f"sbilab: error: cannot create the sweep's parent run: {error}", file=sys.stderr)
             raise SystemExit(2) from error
         os.environ[PARENT_ENV] = self.parent.run_id
         os.environ[SWEEP_ENV] = sweep_id
+        os.environ[SWEPT_ENV] = " ".join(swept)
         # Hydra skips on_multirun_end when a job failed: close the parent at exit in any case
         atexit.register(self._finish, interrupted=True)
         print(f"sbilab: sweep {sweep_id}: parent run {self.parent.run_id}", flush=True)
@@ -98,7 +121,11 @@ class SweepParentRun(Callback):
         stack, parent, self.stack = self.stack, self.parent, None
         parent.jobs_failed = interrupted
         stack.close()
+        from sbilab.experiments.report import ui_hint
+
         print(f"sbilab: sweep {'ended early' if interrupted else 'finished'}: {parent.summary}", flush=True)
+        link = ui_hint(parent.uri, parent.recorder.experiment_id, parent.run_id)
+        print(f"sbilab: open it with `make ui`, then {link}", flush=True)
         if not self.compare:
             return
         from sbilab.experiments.compare import compare_sweep

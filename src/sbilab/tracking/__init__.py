@@ -13,6 +13,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+from sbilab.tracking.datasets import DatasetRecord, log_datasets  # noqa: E402
+from sbilab.tracking.describe import (  # noqa: E402
+    DESCRIPTION_TAG,
+    gate_margin,
+    gate_metrics,
+    gates_markdown,
+    run_description,
+    set_description,
+)
 from sbilab.tracking.models import (  # noqa: E402
     POSTERIOR_MODEL_NAME,
     log_posterior_model,
@@ -37,6 +46,12 @@ from sbilab.tracking.runs import (  # noqa: E402
     set_run_name,
     start_run,
 )
+from sbilab.tracking.standard_tags import (  # noqa: E402
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    mark_model_training,
+    source_tags,
+)
 from sbilab.tracking.store import (  # noqa: E402
     download_artifacts,
     git_commit,
@@ -46,6 +61,8 @@ from sbilab.tracking.store import (  # noqa: E402
 )
 
 __all__ = [
+    "DESCRIPTION_TAG", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "DatasetRecord", "gate_margin", "gate_metrics",
+    "gates_markdown", "log_datasets", "mark_model_training", "run_description", "set_description", "source_tags",
     "POSTERIOR_MODEL_NAME", "PARENT_ROLES", "EpochMetrics", "ParentRun", "RunRecorder", "child_runs",
     "create_parent_run",
     "download_artifacts", "finish_parent_run", "flatten", "git_commit", "init_store", "load_run_array",

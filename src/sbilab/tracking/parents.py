@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from sbilab.errors import TrackingError
 from sbilab.tracking.runs import RunRecorder, recorder_for
+from sbilab.tracking.standard_tags import mark_model_training
 from sbilab.tracking.store import check_store_exists, init_store
 
 
@@ -17,6 +18,7 @@ def create_parent_run(uri: str, experiment: str, artifact_location: Optional[str
                       tags: Mapping[str, str], role: str = "sweep", run_name: Optional[str] = None) -> str:
     """Create the RUNNING parent run of a sweep, HPO study or benchmark (store and experiment initialised first)."""
     experiment_id = init_store(uri, experiment, artifact_location)
+    mark_model_training(uri, experiment_id)
     client = MlflowClient(uri)
     run = client.create_run(experiment_id, run_name=run_name or f"sweep-{sweep_id}",
                             tags={"sbilab.sweep_id": sweep_id, "sbilab.role": role, **tags})

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
+from sbilab.tracking.standard_tags import mark_model_training
 from sbilab.tracking.store import close_run, init_store, mark_stale_runs
 
 #: params that describe where things are on this machine, not the experiment
@@ -45,14 +46,18 @@ def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
     Values under the user's home folder are written as ``~/...``: a run record
     should not reveal account names or home layouts.
     """
-    home = str(Path.home())
     params = {}
     for key, value in flatten(config).items():
         if key.startswith(_UNLOGGED_PREFIXES):
             continue
-        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        params[key] = text.replace(home, "~") if home not in ("/", "") else text
+        params[key] = hide_home(json.dumps(value) if isinstance(value, (list, dict)) else str(value))
     return params
+
+
+def hide_home(text: str) -> str:
+    """``text`` with the user's home folder written ``~`` (paths in params, dataset sources)."""
+    home = str(Path.home())
+    return text.replace(home, "~") if home not in ("/", "") else text
 
 
 class EpochMetrics(Callback):
@@ -145,6 +150,7 @@ def start_run(
     terminated job is marked KILLED rather than left RUNNING.
     """
     experiment_id = init_store(uri, experiment, artifact_location)
+    mark_model_training(uri, experiment_id)
     client = MlflowClient(uri)
     mark_stale_runs(uri, experiment)
     all_tags = dict(tags)

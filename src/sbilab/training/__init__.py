@@ -4,6 +4,7 @@ from sbilab.training.data import Split, make_loaders, split_indices
 from sbilab.training.ensemble import EnsembleTraining, member_prefix, train_ensemble
 from sbilab.training.fit import TrainingResult, train_estimator
 from sbilab.training.module import EpochEnd, EstimatorModule, StopAtMinimumRate
+from sbilab.training.progress import EpochProgress, on_terminal
 from sbilab.training.sequential import PosteriorAtObservation, train_sequential
 from sbilab.training.strategy import (
     AmortisedTraining,
@@ -17,8 +18,8 @@ from sbilab.training.strategy import (
 )
 
 __all__ = [
-    "AmortisedTraining", "EnsembleTraining", "EpochEnd", "EstimatorModule", "Fitted", "PosteriorAtObservation",
-    "SequentialTraining", "SilentObserver", "SimulateFn", "Split", "StopAtMinimumRate", "TrainingObserver",
-    "TrainingProblem", "TrainingResult", "make_loaders", "member_prefix", "split_indices", "strategy_for",
-    "train_ensemble", "train_estimator", "train_sequential",
+    "AmortisedTraining", "EnsembleTraining", "EpochEnd", "EpochProgress", "EstimatorModule", "Fitted",
+    "PosteriorAtObservation", "SequentialTraining", "SilentObserver", "SimulateFn", "Split", "StopAtMinimumRate",
+    "TrainingObserver", "TrainingProblem", "TrainingResult", "make_loaders", "member_prefix", "on_terminal",
+    "split_indices", "strategy_for", "train_ensemble", "train_estimator", "train_sequential",
 ]

@@ -3,7 +3,9 @@
 sbi splits with ``torch.randperm`` from the global generator, z-scores on the
 training split only, and uses ``drop_last=True`` loaders with random subset
 samplers for both splits; copying this makes the Lightning path reproduce
-``NPE(...).train()`` bit for bit.
+``NPE(...).train()`` bit for bit. The loaders draw sbi's index batches (the same
+sampler, the same global-generator calls) but gather each batch with one tensor index
+instead of ``batch_size`` item look-ups and a collate: identical batches, less time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SubsetRandomSampler, TensorDataset
 
 from sbilab.errors import ConfigError
 
@@ -40,17 +42,14 @@ def split_indices(num: int, validation_fraction: float) -> Split:
 def make_loaders(theta: Tensor, x: Tensor, split: Split, batch_size: int) -> tuple[DataLoader, DataLoader]:
     """Training and validation loaders over (θ, x) with sbi's batch sizes and samplers."""
     dataset = TensorDataset(theta, x)
-    train = DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(split.train)),
-        drop_last=True,
-        sampler=SubsetRandomSampler(split.train.tolist()),
-    )
-    val = DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(split.val)),
-        shuffle=False,
-        drop_last=True,
-        sampler=SubsetRandomSampler(split.val.tolist()),
-    )
-    return train, val
+    return batch_loader(dataset, split.train, batch_size), batch_loader(dataset, split.val, batch_size)
+
+
+def batch_loader(dataset: TensorDataset, indices: Tensor, batch_size: int) -> DataLoader:
+    """Batches of ``min(batch_size, len(indices))`` rows in sbi's random order, the last partial one dropped.
+
+    Each batch is one ``dataset[list_of_indices]`` gather (``batch_size=None``: no per-row collate).
+    """
+    sampler = BatchSampler(SubsetRandomSampler(indices.tolist()), batch_size=min(batch_size, len(indices)),
+                           drop_last=True)
+    return DataLoader(dataset, sampler=sampler, batch_size=None)

@@ -83,7 +83,8 @@ class EstimatorModule(L.LightningModule):
         self.estimator.eval()
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(list(self.estimator.parameters()), lr=self.learning_rate)
+        # foreach: one call per update step for all parameters (same numbers as the per-parameter loop)
+        optimizer = torch.optim.Adam(list(self.estimator.parameters()), lr=self.learning_rate, foreach=True)
         if not self.lr_decay:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": lr_scheduler(optimizer, self.lr_decay, self.trainer.max_epochs)}

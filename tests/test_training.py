@@ -151,10 +151,10 @@ def test_loaders_yield_the_batches_of_sbis_per_row_loaders():
     torch.manual_seed(6)
     ours = [[torch.cat(batch, dim=1) for batch in loader] for loader in make_loaders(theta, x, split, 50)]
     torch.manual_seed(6)
-    theirs = [[torch.cat(batch, dim=1) for batch in DataLoader(TensorDataset(theta, x), batch_size=min(50, len(rows)),
-                                                               drop_last=True, sampler=SubsetRandomSampler(rows.tolist()))]
-              for rows in (split.train, split.val)]
-    assert [len(batches) for batches in ours] == [4, 1]  # 207 training rows in 4 full batches; 23 validation rows
+    per_row = [DataLoader(TensorDataset(theta, x), batch_size=min(50, len(rows)), drop_last=True,
+                          sampler=SubsetRandomSampler(rows.tolist())) for rows in (split.train, split.val)]
+    theirs = [[torch.cat(batch, dim=1) for batch in loader] for loader in per_row]
+    assert [len(batches) for batches in ours] == [4, 1]  # 207 training rows: 4 full batches; 23 validation rows
     for batches, expected in zip(ours, theirs):
         assert len(batches) == len(expected)
         for batch, other in zip(batches, expected):

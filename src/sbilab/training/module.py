@@ -5,10 +5,10 @@ bookkeeping: the mean losses per epoch (sbi's reduction) and the best weights by
 validation loss, restored at the end of fitting. Two optional refinements that
 sbi's trainer lacks (both off in ``trainer=sbi``): ``lr_decay`` lowers the learning
 rate when the validation loss stops improving (``ReduceLROnPlateau``, ended by
-:class:`StopAtMinimumRate`) or along a half cosine over ``max_epochs``, and ``weight_averaging`` validates, keeps and returns an
-exponential moving average of the weights (Lightning's ``EMAWeightAveraging``). Both
-damp the epoch-to-epoch noise of Adam at a fixed rate, which otherwise decides which
-noisy snapshot early stopping keeps.
+:class:`StopAtMinimumRate`) or along a half cosine over ``max_epochs``, and
+``weight_averaging`` validates, keeps and returns an exponential moving average of the
+weights (Lightning's ``EMAWeightAveraging``). Both damp the epoch-to-epoch noise of
+Adam at a fixed rate, which otherwise decides which noisy snapshot early stopping keeps.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ CASES = [
     (["trainer.batch_size=0"], "trainer.batch_size"),
     (["trainer.learning_rate=abc"], "trainer.learning_rate"),
     (["trainer.lr_decay={factor:2,patience:5,min_lr:0}"], "trainer.lr_decay"),
+    (["trainer.lr_decay.schedule=linear"], "trainer.lr_decay.schedule"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs"),  # the default trainer's cosine spans max_epochs
     (["trainer.weight_averaging={decay:1.5}"], "trainer.weight_averaging"),
     (["trainer.ensemble_size=0"], "trainer.ensemble_size"),
     (["method=snpe", "trainer.ensemble_size=3"], "trainer.ensemble_size"),  # sequential: one network per round

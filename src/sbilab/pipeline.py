@@ -30,10 +30,11 @@ from torch import Tensor
 
 from sbilab import tracking
 from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsResult, DiagnosticsSeeds, compute_diagnostics
+from sbilab.diagnostics.predictive_distance import StandardizedDistanceResult, standardized_distance
 from sbilab.diagnostics.sampling import posterior_log_prob_batched
 from sbilab.ensemble import ensemble_members, ensemble_posterior
 from sbilab.plots.diagnostics import diagnostic_figures
-from sbilab.plots.posterior import pairplot, predictive_traces
+from sbilab.plots.posterior import pairplot, predictive_traces, recording_overlay
 from sbilab.plots.report import diagnostics_report
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
@@ -79,6 +80,7 @@ class Diagnosis:
     metrics: dict[str, float]
     predictive_traces: Optional[Tensor] = None  # [k, T] raw traces simulated from the first samples
     calibration: Optional[DiagnosticsResult] = None
+    predictive_distance: Optional[StandardizedDistanceResult] = None
 
     @property
     def verdict(self) -> Optional[str]:
@@ -122,6 +124,10 @@ def open_run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         recorder.log_params(tracking.loggable_params(spec.config))
         recorder.log_text(OmegaConf.to_yaml(spec.config), "config.yaml")
         recorder.log_array(spec.observation.x.numpy(), "observation.npy")
+        recording = spec.observation.recording
+        if recording is not None:  # which file, cell and corrections: params and the run's observation dataset
+            recorder.log_params(tracking.loggable_params({"recording": recording.metadata()}))
+            tracking.log_datasets(recorder, [tracking.recording_record(recording.metadata())])
         yield recorder
 
 
@@ -228,7 +234,12 @@ def diagnose(spec: RunSpec, posterior: Any) -> Diagnosis:
                           predictive_traces=simulate_predictive_traces(spec, samples))
     if spec.diagnostics.enabled:
         started = time.perf_counter()
-        diagnosis.calibration, test = calibrate(spec, posterior, samples)
+        predictive_x = simulate_predictive(spec, samples)
+        if spec.diagnostics.predictive_distance.enabled:
+            prior_x = simulate(spec, "prior-predictive", spec.diagnostics.predictive_distance.num_prior).x
+            diagnosis.predictive_distance = standardized_distance(predictive_x, observation.x, prior_x)
+            diagnosis.metrics.update(diagnosis.predictive_distance.metrics())
+        diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc])
         diagnosis.metrics.update(test.metrics("test_"))
         diagnosis.metrics.update(diagnosis.calibration.metrics)
         diagnosis.metrics["time/diagnose_s"] = time.perf_counter() - started
@@ -267,6 +278,15 @@ def simulate_predictive_traces(spec: RunSpec, samples: Tensor) -> Optional[Tenso
     return simulator.simulate(samples[:NUM_PREDICTIVE_TRACES], seeds)
 
 
+def simulate_predictive(spec: RunSpec, samples: Tensor) -> Tensor:
+    """Summaries simulated from the first posterior samples at x_o: ``num_ppc`` of them for the PPC, all of them
+    for the standardized distance (row i's seed depends on i alone, so the PPC's rows are the same either way)."""
+    settings, parts = spec.diagnostics, spec.parts
+    theta = samples if settings.predictive_distance.enabled else samples[: settings.num_ppc]
+    return parts.simulator.simulate_summaries(theta, per_index_seeds(spec.seeds.ppc, 0, theta.shape[0]),
+                                              parts.summary)
+
+
 def learned_embedding(spec: RunSpec, posterior: Any) -> Any:
     """The trained embedding net of a learned summary (``summary=hh_cnn``), else None."""
     if not hasattr(spec.parts.summary, "embedding_net"):
@@ -275,13 +295,11 @@ def learned_embedding(spec: RunSpec, posterior: Any) -> Any:
     return getattr(getattr(members[0], "posterior_estimator", None), "embedding_net", None)
 
 
-def calibrate(spec: RunSpec, posterior: Any, samples: Tensor) -> tuple[DiagnosticsResult, Dataset]:
-    """SBC, coverage, TARP and recovery on held-out simulations; PPC and C2ST at x_o."""
+def calibrate(spec: RunSpec, posterior: Any, samples: Tensor,
+              predictive_x: Tensor) -> tuple[DiagnosticsResult, Dataset]:
+    """SBC, coverage, TARP and recovery on held-out simulations; PPC (on ``predictive_x``) and C2ST at x_o."""
     settings, parts, seeds = spec.diagnostics, spec.parts, spec.seeds
     test = simulate(spec, "test", settings.num_test)
-    ppc_theta = samples[: settings.num_ppc]  # the first draws of the (seeded) posterior samples at x_o
-    predictive_x = parts.simulator.simulate_summaries(ppc_theta, per_index_seeds(seeds.ppc, 0, ppc_theta.shape[0]),
-                                                      parts.summary)
     # the reference depends on x_o only: c2st works for simulated and given observations alike
     reference = parts.simulator.reference_posterior(spec.observation.x, settings.num_observation_samples,
                                                     seeds.reference)
@@ -331,10 +349,17 @@ def record_observation(recorder: tracking.RunRecorder, spec: RunSpec, diagnosis:
     observation = spec.observation
     recorder.log_figure(pairplot(diagnosis.samples, spec.parts.parameter_names, prior_limits(spec),
                                  observation.theta), "plots/pairplot.png")
+    if diagnosis.predictive_distance is not None:
+        for path, array in diagnosis.predictive_distance.arrays().items():
+            recorder.log_array(array, path)
     if diagnosis.predictive_traces is not None:
         time_axis, current, scale = spec.parts.simulator.trace_axes()
-        recorder.log_figure(predictive_traces(time_axis, observation.raw.numpy(), diagnosis.predictive_traces.numpy(),
-                                              current, scale), "plots/ppc.png")
+        traces = (time_axis, observation.raw.numpy(), diagnosis.predictive_traces.numpy(), current, scale)
+        if observation.recording is None:
+            recorder.log_figure(predictive_traces(*traces), "plots/ppc.png")
+        else:  # a panel per simulated trace, the recording behind each: spike trains stay readable
+            recorder.log_figure(recording_overlay(*traces, title=f"cell {observation.recording.cell_id}"),
+                                "plots/ppc_traces.png")
 
 
 def record_calibration(recorder: tracking.RunRecorder, spec: RunSpec, calibration: DiagnosticsResult) -> dict:

@@ -21,6 +21,21 @@ def project_root() -> Path:
     return ROOT
 
 
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_tracking_uri():
+    """Undo an in-process run's ``mlflow.set_tracking_uri``: MLflow keeps it in a module global that
+    outranks ``MLFLOW_TRACKING_URI``, so it would point every later test's clients at a deleted
+    temp store (the scale-out tests reach their server through that variable)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def empty_store_db(tmp_path_factory) -> Path:
     """An MLflow SQLite file with the schema migrated once per session (migrations take seconds)."""

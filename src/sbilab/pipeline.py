@@ -38,8 +38,9 @@ from sbilab.plots.posterior import pairplot, predictive_traces, recording_overla
 from sbilab.plots.report import diagnostics_report
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
+from sbilab.predictive import simulate_predictive, simulate_predictive_traces
 from sbilab.priors import sample_prior
-from sbilab.rng import per_index_seeds, seeded
+from sbilab.rng import seeded
 from sbilab.simulation import Dataset, simulate_dataset
 from sbilab.spec import NAME_SEPARATOR, RunSpec, budget_label
 from sbilab.training import (
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 #: posteriors whose log_prob is normalised (NPE-style and vector-field posteriors)
 NORMALISED_POSTERIORS = (DirectPosterior, VectorFieldPosterior)
 #: raw traces simulated from posterior draws for the predictive figure
-NUM_PREDICTIVE_TRACES = 3
 
 
 @dataclass
@@ -266,25 +266,6 @@ def is_normalised(posterior: Any) -> bool:
     """Whether ``posterior.log_prob`` is normalised (an ensemble's is when all its members' are)."""
     members = ensemble_members(posterior)
     return all(isinstance(p, NORMALISED_POSTERIORS) for p in (members or [posterior]))
-
-
-def simulate_predictive_traces(spec: RunSpec, samples: Tensor) -> Optional[Tensor]:
-    """Raw traces simulated from the first posterior samples (trace simulators with a raw x_o only)."""
-    simulator, raw = spec.parts.simulator, spec.observation.raw
-    axes = simulator.trace_axes()
-    if axes is None or raw is None or raw.numel() != len(axes[0]):
-        return None
-    seeds = per_index_seeds(spec.seeds.ppc_traces, 0, NUM_PREDICTIVE_TRACES)
-    return simulator.simulate(samples[:NUM_PREDICTIVE_TRACES], seeds)
-
-
-def simulate_predictive(spec: RunSpec, samples: Tensor) -> Tensor:
-    """Summaries simulated from the first posterior samples at x_o: ``num_ppc`` of them for the PPC, all of them
-    for the standardized distance (row i's seed depends on i alone, so the PPC's rows are the same either way)."""
-    settings, parts = spec.diagnostics, spec.parts
-    theta = samples if settings.predictive_distance.enabled else samples[: settings.num_ppc]
-    return parts.simulator.simulate_summaries(theta, per_index_seeds(spec.seeds.ppc, 0, theta.shape[0]),
-                                              parts.summary)
 
 
 def learned_embedding(spec: RunSpec, posterior: Any) -> Any:

@@ -9,16 +9,30 @@ import pytest
 from conftest import run_train
 from mlflow.tracking import MlflowClient
 
+from sbilab.recordings.allen import SHIPPED_DIRECTORY, cell_file_name
+
 SUMMARY = ["observation=summary"]
 RECORDING = ["observation=recording"]
 
 
 def _files(tmp_path):
     (tmp_path / "empty.csv").write_text("")
-    (tmp_path / "nan.csv").write_text("-70\n-69\nnan\n")
+    (tmp_path / "nan.csv").write_text("time_ms,voltage_mV\n0,-70\n0.01,-69\n0.02,nan\n")
     (tmp_path / "garbage.csv").write_text("volts,are,here\nnot,a,number\n")
     np.save(tmp_path / "bad.npy", np.array([1.0]))
     (tmp_path / "bad.npy").write_bytes(b"not really numpy")
+    # copies of a shipped Allen cell, damaged: a stimulus that is no single step, NaNs, a truncated trace and file
+    with np.load(SHIPPED_DIRECTORY / cell_file_name(509881736)) as data:
+        cell = {key: data[key] for key in data.files}
+    pulses = cell["current_uA"].copy()
+    pulses[30_000:31_000] = 0.0
+    np.savez(tmp_path / "pulses.npz", **{**cell, "current_uA": pulses})
+    voltage = cell["voltage_mV"].copy()
+    voltage[40_000:40_005] = np.nan
+    np.savez(tmp_path / "nan.npz", **{**cell, "voltage_mV": voltage})
+    np.savez(tmp_path / "cut.npz", **{**cell, "voltage_mV": cell["voltage_mV"][:50_000],
+                                      "current_uA": cell["current_uA"][:50_000]})
+    (tmp_path / "cut_bytes.npz").write_bytes((tmp_path / "pulses.npz").read_bytes()[:30_000])
 
 
 CASES = [
@@ -50,11 +64,21 @@ CASES = [
     (["prior.low=[10,10]"], "observation.theta"),  # θ* = (50, 5) lies outside this prior: no posterior holds it
     ([*SUMMARY, "observation.x=[1,2]"], "observation.x"),
     (SUMMARY, "observation"),  # no x given
-    ([*RECORDING, "observation.file=/nonexistent/trace.csv"], "observation.file"),
-    ([*RECORDING, "observation.file={tmp}/empty.csv"], "observation.file"),
-    ([*RECORDING, "observation.file={tmp}/nan.csv"], "observation.file"),
-    ([*RECORDING, "observation.file={tmp}/garbage.csv"], "observation.file"),
-    ([*RECORDING, "observation.file={tmp}/bad.npy"], "observation.file"),
+    (RECORDING, "observation.file"),  # neither a file nor a cell
+    ([*RECORDING, "observation.file=/nonexistent/trace.csv"], ("observation.file", "no such file")),
+    ([*RECORDING, "observation.file={tmp}/empty.csv"], ("observation.file", "empty.csv", "no header row")),
+    ([*RECORDING, "observation.file={tmp}/nan.csv"], ("observation.file", "nan.csv", "NaN")),
+    ([*RECORDING, "observation.file={tmp}/garbage.csv"], ("observation.file", "garbage.csv", "no voltage_mV")),
+    ([*RECORDING, "observation.file={tmp}/bad.npy"], ("observation.file", "bad.npy", "unsupported file type")),
+    ([*RECORDING, "observation.file={tmp}/pulses.npz"], ("observation.file", "pulses.npz", "2 separate pulses")),
+    ([*RECORDING, "observation.file={tmp}/nan.npz"], ("observation.file", "nan.npz", "5 NaN/inf samples")),
+    ([*RECORDING, "observation.file={tmp}/cut.npz"], ("observation.file", "cut.npz", "truncated trace")),
+    ([*RECORDING, "observation.file={tmp}/cut_bytes.npz"], ("observation.file", "cut_bytes.npz", "truncated file")),
+    ([*RECORDING, "observation.cell=123"], ("observation.cell", "not one of the ten cells")),
+    ([*RECORDING, "observation.cell=569469018", "paths.recordings={tmp}"], ("observation.cell", "paths.recordings")),
+    ([*RECORDING, "observation.cell=509881736", "experiment=two_moons"], "stimulus protocol"),
+    (["simulator=hodgkin_huxley_8p", "prior=hh8_box", "prior.names=[gbar_K,gbar_Na,g_leak,gbar_M,tau_max,V_T,"
+      "noise_scale,E_leak]"], "prior.names"),  # θ's columns in another order than simulator.inferred
     (["estimator.model=mlp"], "estimator.model"),
     (["simulator.backend=gpu"], "simulator.backend"),
     (["tracking.uri=http://127.0.0.1:9"], "tracking.uri"),
@@ -96,7 +120,8 @@ def test_bad_input_fails_fast_with_the_key_and_loses_nothing(populated_store, tm
     # CPU, not wall: "fails fast" means no simulation, training or heavy import happened, and the
     # CPU a process used does not grow with the machine's load the way its wall time does
     assert cpu < 8, f"used {cpu:.1f} s of CPU"
-    assert key in result.stderr, result.stderr[-1500:]
+    for fragment in (key,) if isinstance(key, str) else key:
+        assert fragment in result.stderr, result.stderr[-1500:]
     assert "Traceback" not in result.stderr, result.stderr[-1500:]
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("hodgkin_huxley").experiment_id])

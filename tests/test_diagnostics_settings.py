@@ -30,8 +30,9 @@ def test_experiment_overrides_are_valid_settings():
     for path in sorted((CONF / "experiment").glob("*.yaml")):
         override = OmegaConf.load(path).get("diagnostics")
         if override is not None:
-            settings = DiagnosticsSettings.from_mapping(OmegaConf.merge(base, override))
-            assert settings.thresholds.c2st_max == override.thresholds.c2st_max, path.name
+            merged = OmegaConf.merge(base, override)
+            settings = DiagnosticsSettings.from_mapping(merged)
+            assert settings.thresholds.c2st_max == merged.thresholds.c2st_max, path.name
 
 
 @pytest.mark.parametrize(

@@ -126,11 +126,39 @@ class SummaryObservation:
 
 
 @dataclass
+class StepStimulus:
+    """``observation.step``: the current step of a recording whose file holds no current trace."""
+
+    t_on: float = setting(0.0, "a time in ms > 0", lambda v: v > 0)
+    t_off: float = setting(0.0, "a time in ms > 0", lambda v: v > 0)
+    amplitude_pA: float = setting(0.0, "a current in pA, not 0", lambda v: v != 0)
+
+
+@dataclass
 class RecordingObservation:
-    """``observation=recording``: x_o summarised from a recorded trace."""
+    """``observation=recording``: x_o summarised from a recorded current-clamp trace (``sbilab.recordings``).
+
+    Exactly one of ``file`` (a recording file) and ``cell`` (one of the ten Allen cells,
+    shipped or found under ``paths.recordings``). The recording's stimulus protocol replaces
+    the simulator's (``sbilab.spec.prepare``).
+    """
 
     name: str = "recording"
-    file: str = setting("", "the path of a recording")
+    file: Optional[str] = setting(None, "null or the path of a recording (.npz, .csv, .nwb)")
+    cell: Optional[int] = setting(None, "null or an Allen cell id (one of the ten cells)")
+    #: added to the recorded voltages; null: -14 mV for an Allen cell (Gonçalves et al. 2020), 0 for a file
+    junction_potential_mV: Optional[float] = setting(None, "null or a number (mV)")
+    #: the cell's membrane area for the current density; null: the Allen table for a cell, else the simulator's
+    soma_area_cm2: Optional[float] = setting(None, "null or a number > 0 (cm²)", lambda v: v > 0)
+    dt_ms: Optional[float] = setting(None, "null or a sampling interval > 0 (ms)", lambda v: v > 0)
+    step: Optional[StepStimulus] = setting(None, "null or {t_on: ms, t_off: ms, amplitude_pA: pA}")
+    series: Optional[str] = setting(None, "null or the name of a CurrentClampSeries (NWB files)")
+
+    def __post_init__(self) -> None:
+        if (self.file is None) == (self.cell is None):
+            given = "both" if self.file is not None else "neither"
+            raise ConfigError(f"observation=recording takes one of observation.file (a recording file) and "
+                              f"observation.cell (an Allen cell id); {given} given")
 
 
 OBSERVATIONS: dict[str, type] = {"synthetic": SyntheticObservation, "summary": SummaryObservation,

@@ -1,4 +1,9 @@
-"""The observation x_o a run conditions on: simulated from θ* (``synthetic``), given (``summary``) or recorded."""
+"""The observation x_o a run conditions on: simulated from θ* (``synthetic``), given (``summary``) or recorded.
+
+A recording (``observation=recording``) is read by :mod:`sbilab.recordings`; its stimulus
+protocol is merged into the simulator's config by ``sbilab.spec.prepare`` before the
+simulator is built, so here it is summarised exactly like a simulation.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from sbilab.errors import ObservationError
+from sbilab.recordings import Recording, StepProtocol, allen_recording, read_recording
+from sbilab.recordings.allen import CELLS, find_cell_file
 from sbilab.rng import per_index_seeds
 from sbilab.simulators.base import Simulator
 
@@ -22,7 +28,8 @@ class Observation:
     x: Tensor
     theta: Optional[Tensor] = None
     raw: Optional[Tensor] = None
-    source: str = "theta"
+    source: str = "theta"  # the observation key that gave x_o: theta, x, file or cell
+    recording: Optional[Recording] = None  # observation=recording: the recording (its file, stimulus, cell)
 
 
 def _finite_vector(values: Sequence[float], key: str) -> Tensor:
@@ -35,30 +42,41 @@ def _finite_vector(values: Sequence[float], key: str) -> Tensor:
     return out
 
 
-def read_trace(path: str | Path) -> np.ndarray:
-    """A recorded trace from ``.npy`` or CSV/text (one value per line or row), as float64 [T]."""
-    path = Path(path)
-    if not path.is_file():
-        raise ObservationError(f"observation.file={str(path)!r}: no such file")
+def read_observed_recording(settings: Any, directories: Sequence[str | Path] = ()) -> Recording:
+    """The recording named by ``observation=recording`` (``observation.file`` or ``observation.cell``), checked.
+
+    A cell is searched among the shipped Allen cells, then in ``directories``
+    (``paths.recordings``); it gets the papers' corrections unless the config overrides them.
+    Any problem: one ``ObservationError`` line naming the key, the file and the problem.
+    """
+    step = None
+    if settings.step is not None:
+        step = StepProtocol(float(settings.step.t_on), float(settings.step.t_off), settings.step.amplitude_pA * 1e-6)
+    if settings.cell is not None and settings.cell in CELLS:
+        try:
+            find_cell_file(settings.cell, directories)
+        except ObservationError as error:
+            raise ObservationError(f"observation.cell: {error}; name the folder that holds it with "
+                                   "paths.recordings=<folder>") from None
     try:
-        if path.suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-        else:
-            data = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
-    except Exception as error:  # numpy raises many types for bad files
-        raise ObservationError(
-            f"observation.file={str(path)!r}: unreadable ({type(error).__name__}: {error})") from None
-    data = np.asarray(data, dtype=np.float64).reshape(-1)
-    if data.size == 0:
-        raise ObservationError(f"observation.file={str(path)!r}: the file holds no values")
-    if not np.isfinite(data).all():
-        raise ObservationError(f"observation.file={str(path)!r}: the trace contains NaN or inf")
-    return data
+        if settings.cell is not None:
+            corrections = {} if settings.junction_potential_mV is None else {
+                "junction_potential_mV": settings.junction_potential_mV}
+            return allen_recording(settings.cell, directories, soma_area_cm2=settings.soma_area_cm2, **corrections)
+        return read_recording(settings.file, dt_ms=settings.dt_ms, step=step, soma_area_cm2=settings.soma_area_cm2,
+                              junction_potential_mV=settings.junction_potential_mV or 0.0, series=settings.series)
+    except ObservationError as error:
+        key = "observation.cell" if settings.cell is not None else "observation.file"
+        raise ObservationError(f"{key}: {error}") from None
 
 
 def make_observation(simulator: Simulator, summary: Callable[[Tensor], Tensor], settings: Any,
-                     x_dim: int) -> Observation:
-    """x_o for the ``observation`` option (``synthetic``, ``summary`` or ``recording``), checked against ``x_dim``."""
+                     x_dim: int, recording: Optional[Recording] = None) -> Observation:
+    """x_o for the ``observation`` option (``synthetic``, ``summary`` or ``recording``), checked against ``x_dim``.
+
+    ``recording`` is the one ``observation=recording`` names (:func:`read_observed_recording`),
+    read before the simulator was built on its protocol.
+    """
     if settings.name == "synthetic":
         theta_o = _finite_vector(settings.theta, "observation.theta")
         if theta_o.numel() != simulator.parameter_dim:
@@ -70,8 +88,11 @@ def make_observation(simulator: Simulator, summary: Callable[[Tensor], Tensor], 
     elif settings.name == "summary":
         obs = Observation(x=_finite_vector(settings.x, "observation.x"), source="x")
     else:
-        trace = torch.from_numpy(read_trace(settings.file))[None]
-        obs = Observation(x=summary(trace)[0].float(), raw=trace[0], source="file")
+        if recording is None:
+            raise ValueError("observation=recording: pass the recording read by read_observed_recording")
+        trace = torch.from_numpy(recording.voltage_mV)[None]
+        source = "cell" if settings.cell is not None else "file"
+        obs = Observation(x=summary(trace)[0].float(), raw=trace[0], source=source, recording=recording)
     if obs.x.numel() != x_dim:
         raise ObservationError(
             f"observation.{obs.source} gives {obs.x.numel()} summary values but the summary produces {x_dim}"

@@ -31,15 +31,17 @@ from torch import Tensor
 
 from sbilab import tracking
 from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsResult, DiagnosticsSeeds, compute_diagnostics
+from sbilab.diagnostics.predictive_distance import StandardizedDistanceResult, standardized_distance
 from sbilab.diagnostics.sampling import posterior_log_prob_batched
 from sbilab.ensemble import ensemble_members, ensemble_posterior
 from sbilab.plots.diagnostics import diagnostic_figures
-from sbilab.plots.posterior import pairplot, predictive_traces
+from sbilab.plots.posterior import pairplot, predictive_traces, recording_overlay
 from sbilab.plots.report import diagnostics_report
 from sbilab.plots.training import loss_curves
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
+from sbilab.predictive import simulate_predictive, simulate_predictive_traces
 from sbilab.priors import sample_prior
-from sbilab.rng import per_index_seeds, seeded
+from sbilab.rng import seeded
 from sbilab.simulation import Dataset, simulate_dataset
 from sbilab.spec import NAME_SEPARATOR, RunSpec, budget_label
 from sbilab.training import (
@@ -58,7 +60,6 @@ log = logging.getLogger(__name__)
 #: posteriors whose log_prob is normalised (NPE-style and vector-field posteriors)
 NORMALISED_POSTERIORS = (DirectPosterior, VectorFieldPosterior)
 #: raw traces simulated from posterior draws for the predictive figure
-NUM_PREDICTIVE_TRACES = 3
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Diagnosis:
     metrics: dict[str, float]
     predictive_traces: Optional[Tensor] = None  # [k, T] raw traces simulated from the first samples
     calibration: Optional[DiagnosticsResult] = None
+    predictive_distance: Optional[StandardizedDistanceResult] = None
 
     @property
     def verdict(self) -> Optional[str]:
@@ -126,6 +128,10 @@ def open_run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         recorder.log_params(tracking.loggable_params(spec.config))
         recorder.log_text(OmegaConf.to_yaml(spec.config), "config.yaml")
         recorder.log_array(spec.observation.x.numpy(), "observation.npy")
+        recording = spec.observation.recording
+        if recording is not None:  # which file, cell and corrections: params and the run's observation dataset
+            recorder.log_params(tracking.loggable_params({"recording": recording.metadata()}))
+            tracking.log_datasets(recorder, [tracking.recording_record(recording.metadata())])
         yield recorder
 
 
@@ -232,7 +238,12 @@ def diagnose(spec: RunSpec, posterior: Any) -> Diagnosis:
                           predictive_traces=simulate_predictive_traces(spec, samples))
     if spec.diagnostics.enabled:
         started = time.perf_counter()
-        diagnosis.calibration, test = calibrate(spec, posterior, samples)
+        predictive_x = simulate_predictive(spec, samples)
+        if spec.diagnostics.predictive_distance.enabled:
+            prior_x = simulate(spec, "prior-predictive", spec.diagnostics.predictive_distance.num_prior).x
+            diagnosis.predictive_distance = standardized_distance(predictive_x, observation.x, prior_x)
+            diagnosis.metrics.update(diagnosis.predictive_distance.metrics())
+        diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc])
         diagnosis.metrics.update(test.metrics("test_"))
         diagnosis.metrics.update(diagnosis.calibration.metrics)
         diagnosis.metrics["time/diagnose_s"] = time.perf_counter() - started
@@ -261,16 +272,6 @@ def is_normalised(posterior: Any) -> bool:
     return all(isinstance(p, NORMALISED_POSTERIORS) for p in (members or [posterior]))
 
 
-def simulate_predictive_traces(spec: RunSpec, samples: Tensor) -> Optional[Tensor]:
-    """Raw traces simulated from the first posterior samples (trace simulators with a raw x_o only)."""
-    simulator, raw = spec.parts.simulator, spec.observation.raw
-    axes = simulator.trace_axes()
-    if axes is None or raw is None or raw.numel() != len(axes[0]):
-        return None
-    seeds = per_index_seeds(spec.seeds.ppc_traces, 0, NUM_PREDICTIVE_TRACES)
-    return simulator.simulate(samples[:NUM_PREDICTIVE_TRACES], seeds)
-
-
 def learned_embedding(spec: RunSpec, posterior: Any) -> Any:
     """The trained embedding net of a learned summary (``summary=hh_cnn``), else None."""
     if not hasattr(spec.parts.summary, "embedding_net"):
@@ -279,13 +280,11 @@ def learned_embedding(spec: RunSpec, posterior: Any) -> Any:
     return getattr(getattr(members[0], "posterior_estimator", None), "embedding_net", None)
 
 
-def calibrate(spec: RunSpec, posterior: Any, samples: Tensor) -> tuple[DiagnosticsResult, Dataset]:
-    """SBC, coverage, TARP and recovery on held-out simulations; PPC and C2ST at x_o."""
+def calibrate(spec: RunSpec, posterior: Any, samples: Tensor,
+              predictive_x: Tensor) -> tuple[DiagnosticsResult, Dataset]:
+    """SBC, coverage, TARP and recovery on held-out simulations; PPC (on ``predictive_x``) and C2ST at x_o."""
     settings, parts, seeds = spec.diagnostics, spec.parts, spec.seeds
     test = simulate(spec, "test", settings.num_test)
-    ppc_theta = samples[: settings.num_ppc]  # the first draws of the (seeded) posterior samples at x_o
-    predictive_x = parts.simulator.simulate_summaries(ppc_theta, per_index_seeds(seeds.ppc, 0, ppc_theta.shape[0]),
-                                                      parts.summary)
     # the reference depends on x_o only: c2st works for simulated and given observations alike
     reference = parts.simulator.reference_posterior(spec.observation.x, settings.num_observation_samples,
                                                     seeds.reference)
@@ -335,10 +334,17 @@ def record_observation(recorder: tracking.RunRecorder, spec: RunSpec, diagnosis:
     observation = spec.observation
     recorder.log_figure(pairplot(diagnosis.samples, spec.parts.parameter_names, prior_limits(spec),
                                  observation.theta), "plots/pairplot.png")
+    if diagnosis.predictive_distance is not None:
+        for path, array in diagnosis.predictive_distance.arrays().items():
+            recorder.log_array(array, path)
     if diagnosis.predictive_traces is not None:
         time_axis, current, scale = spec.parts.simulator.trace_axes()
-        recorder.log_figure(predictive_traces(time_axis, observation.raw.numpy(), diagnosis.predictive_traces.numpy(),
-                                              current, scale), "plots/ppc.png")
+        traces = (time_axis, observation.raw.numpy(), diagnosis.predictive_traces.numpy(), current, scale)
+        if observation.recording is None:
+            recorder.log_figure(predictive_traces(*traces), "plots/ppc.png")
+        else:  # a panel per simulated trace, the recording behind each: spike trains stay readable
+            recorder.log_figure(recording_overlay(*traces, title=f"cell {observation.recording.cell_id}"),
+                                "plots/ppc_traces.png")
 
 
 def record_calibration(recorder: tracking.RunRecorder, spec: RunSpec, calibration: DiagnosticsResult) -> dict:

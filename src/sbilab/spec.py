@@ -8,13 +8,14 @@ Below this module no function sees the config: stages and drivers take the
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
 from sbilab.config import (
@@ -26,8 +27,9 @@ from sbilab.config import (
 )
 from sbilab.errors import ConfigError, ObservationError
 from sbilab.methods import Method
-from sbilab.observation import Observation, make_observation
+from sbilab.observation import Observation, make_observation, read_observed_recording
 from sbilab.priors import sample_prior
+from sbilab.recordings import Recording, protocol_keys
 from sbilab.rng import RunSeeds, per_index_seeds
 from sbilab.simulators.base import Simulator
 
@@ -160,6 +162,10 @@ def build_parts(part_configs: Mapping[str, Mapping[str, Any]], settings_seed: in
             f"prior has {prior_dim} parameters ({', '.join(names)}) but simulator "
             f"{part_configs['simulator']['name']!r} takes {simulator.parameter_dim}"
         )
+    expected = getattr(simulator, "parameter_names", None)  # simulators whose θ columns are named (HH: inferred)
+    if expected is not None and tuple(names) != tuple(expected):
+        raise ConfigError(f"prior.names={names} do not match the simulator's parameters {list(expected)} "
+                          "(simulator.inferred): the prior's columns must be θ's, in the same order")
     method.check_estimator(part_configs["estimator"])
     method.check_summary(summary)  # a learned summary (embedding_net) needs a method that conditions on x
     if ensemble_size > 1 and not method.amortised:
@@ -187,16 +193,49 @@ def check_inside_prior(theta: Optional[torch.Tensor], prior: torch.distributions
         )
 
 
+def recording_folders(cfg: DictConfig) -> list[str]:
+    """``paths.recordings``: one folder or a list of folders (searched for ``observation.cell``'s file)."""
+    folders = OmegaConf.select(cfg, "paths.recordings", default=None)
+    if folders is None:
+        return []
+    if isinstance(folders, str):
+        return [folders]
+    return [str(folder) for folder in folders]
+
+
+def with_recording_protocol(cfg: DictConfig, recording: Recording) -> DictConfig:
+    """A copy of ``cfg`` whose simulator runs the recording's protocol (``sbilab.recordings.protocol_keys``).
+
+    Merged before any part is built, so the summary's ``${simulator.*}`` interpolations (its
+    time axis and stimulus window) follow, and the run's params show the protocol it used.
+    """
+    keys = protocol_keys(recording)
+    missing = [key for key in keys if key not in cfg.simulator]
+    if missing:
+        raise ConfigError(f"observation=recording needs a simulator that takes a stimulus protocol; "
+                          f"simulator={cfg.simulator.get('name')} has no {', '.join(missing)} "
+                          "(e.g. simulator=hodgkin_huxley_8p)")
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for key, value in keys.items():
+            cfg.simulator[key] = value
+    return cfg
+
+
 def prepare(cfg: DictConfig) -> RunSpec:
     """Check ``cfg`` completely and resolve it into a :class:`RunSpec` (one ``UserInputError`` line if bad)."""
     settings = preflight(cfg)
+    recording = None
+    if settings.observation.name == "recording":  # its protocol first: the parts are built on it
+        recording = read_observed_recording(settings.observation, recording_folders(cfg))
+        cfg = with_recording_protocol(cfg, recording)
     part_configs = {group: part_config(cfg, group) for group in PART_GROUPS}
     parts = build_parts(part_configs, settings.run.seed, settings.trainer.ensemble_size)
     if settings.observation.name == "synthetic":
         theta_o = torch.as_tensor([float(v) for v in settings.observation.theta], dtype=torch.float32)
         if theta_o.numel() == parts.simulator.parameter_dim:
             check_inside_prior(theta_o, parts.prior, part_configs["prior"])
-    observation = make_observation(parts.simulator, parts.summary, settings.observation, parts.x_dim)
+    observation = make_observation(parts.simulator, parts.summary, settings.observation, parts.x_dim, recording)
     config = OmegaConf.to_container(cfg, resolve=True)
     paths = Paths(Path(config["paths"]["root"]), Path(config["paths"]["cache_dir"]),
                   Path(config["paths"]["output_dir"]))

@@ -47,6 +47,18 @@ class MisspecificationSettings:
 
 
 @dataclass(frozen=True)
+class PredictiveDistanceSettings:
+    """The standardized posterior-predictive distance at x_o (NPE-PF's; ``diagnostics.predictive_distance``).
+
+    Every posterior sample at x_o (``num_observation_samples``) is simulated; ``num_prior``
+    prior-predictive simulations give each statistic's sd.
+    """
+
+    enabled: bool = setting(True, BOOL)
+    num_prior: int = setting(10_000, "an integer >= 2", at_least(2))
+
+
+@dataclass(frozen=True)
 class DiagnosticsSettings:
     """What the diagnostics compute and how much (``conf/diagnostics/*.yaml``, typed)."""
 
@@ -63,6 +75,7 @@ class DiagnosticsSettings:
     tarp_num_bootstrap: int = setting(200, INT_GE_0, at_least(0))
     lc2st: LC2STSettings = group(LC2STSettings)
     misspecification: MisspecificationSettings = group(MisspecificationSettings)
+    predictive_distance: PredictiveDistanceSettings = group(PredictiveDistanceSettings)
     thresholds: GateThresholds = group(GateThresholds, "a mapping of gate thresholds (a number or null each)")
 
     def __post_init__(self) -> None:

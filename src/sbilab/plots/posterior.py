@@ -1,4 +1,4 @@
-"""Figures about the posterior at the observation: pairplot and predictive traces."""
+"""Figures about the posterior at the observation: pairplot, predictive traces, a recording against simulations."""
 
 from __future__ import annotations
 
@@ -83,5 +83,35 @@ def predictive_traces(time: np.ndarray, observed: np.ndarray, predicted: np.ndar
         ax_i.set_ylabel("input (nA)")
         ax_i.spines[["top", "right"]].set_visible(False)
     axes[-1, 0].set_xlabel("time (ms)")
+    fig.tight_layout()
+    return fig
+
+
+def recording_overlay(time: np.ndarray, recorded: np.ndarray, simulated: np.ndarray,
+                      current: Optional[np.ndarray], current_scale: float = 1.0, title: str = "") -> Figure:
+    """A recorded trace above traces simulated from posterior samples, one panel each with the recording
+    in grey behind it, and the injected current underneath (a long spike train overlaid on itself is a blur)."""
+    rows = 1 + len(simulated) + (current is not None)
+    heights = [3] * (1 + len(simulated)) + [1] * (current is not None)
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 1.6 * rows + 0.6), sharex=True, sharey=False, squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    axes = axes[:, 0]
+    axes[0].plot(time, recorded, lw=0.6, color="k")
+    axes[0].set_ylabel("recording\n(mV)")
+    for ax, trace in zip(axes[1 : 1 + len(simulated)], simulated):
+        ax.plot(time, recorded, lw=0.6, color="0.8")
+        ax.plot(time, trace, lw=0.6, color="tab:orange")
+        ax.set_ylabel("posterior\nsample (mV)")
+    voltages = np.concatenate([recorded[None], np.reshape(simulated, (-1, recorded.shape[0]))])
+    for ax in axes[: 1 + len(simulated)]:  # one voltage scale for all panels
+        ax.set_ylim(float(np.nanmin(voltages)) - 5, float(np.nanmax(voltages)) + 5)
+    if current is not None:
+        axes[-1].plot(time, current * current_scale, "k", lw=1.0)
+        axes[-1].set_ylabel("input (nA)")
+    for ax in axes:
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1].set_xlabel("time (ms)")
+    if title:
+        axes[0].set_title(f"{title}: recording (black) and simulations from posterior samples (orange)", fontsize=10)
     fig.tight_layout()
     return fig

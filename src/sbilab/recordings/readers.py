@@ -104,7 +104,9 @@ def _npz_fields(path: Path, *, dt_ms: Optional[float], series: Optional[str]) ->
 def _csv_fields(path: Path, *, dt_ms: Optional[float], series: Optional[str]) -> dict[str, Any]:
     """Fields of a CSV file with named columns."""
     with path.open() as lines:  # the header is the first line that is neither blank nor a comment
-        skip = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), 0)
+        skip = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), None)
+    if skip is None:
+        raise ObservationError(f"{path}: the file holds no header row and no data (an empty file?)")
     try:
         table = np.genfromtxt(path, delimiter=",", names=True, comments="#", dtype=np.float64, invalid_raise=True,
                               deletechars="", autostrip=True, skip_header=skip)

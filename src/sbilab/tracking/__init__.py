@@ -13,7 +13,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from sbilab.tracking.datasets import DatasetRecord, log_datasets  # noqa: E402
+from sbilab.tracking.datasets import DatasetRecord, log_datasets, recording_record  # noqa: E402
 from sbilab.tracking.describe import (  # noqa: E402
     DESCRIPTION_TAG,
     gate_margin,
@@ -62,7 +62,8 @@ from sbilab.tracking.store import (  # noqa: E402
 
 __all__ = [
     "DESCRIPTION_TAG", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "DatasetRecord", "gate_margin", "gate_metrics",
-    "gates_markdown", "log_datasets", "mark_model_training", "run_description", "set_description", "source_tags",
+    "gates_markdown", "log_datasets", "mark_model_training", "recording_record", "run_description", "set_description",
+    "source_tags",
     "POSTERIOR_MODEL_NAME", "PARENT_ROLES", "EpochMetrics", "ParentRun", "RunRecorder", "child_runs",
     "create_parent_run",
     "download_artifacts", "finish_parent_run", "flatten", "git_commit", "init_store", "load_run_array",

@@ -10,9 +10,11 @@ held-out test set (context ``test``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.types import ColSpec, Schema
@@ -60,3 +62,17 @@ def log_datasets(recorder: RunRecorder, records: Sequence[DatasetRecord]) -> Non
     """Log ``records`` as the run's dataset inputs (logging the same record twice adds nothing)."""
     recorder.client.log_inputs(recorder.run_id, datasets=[dataset_input(record) for record in records])
 
+
+def recording_record(metadata: Mapping[str, Any]) -> DatasetRecord:
+    """A recording used as x_o (``Recording.metadata()``) as the run's ``observation`` dataset.
+
+    Named after its file; the digest covers the file's bytes and the corrections applied to
+    them (junction potential, membrane area), so runs that saw the same voltages and
+    current densities share one dataset.
+    """
+    corrected = f"{metadata['digest']}/{metadata.get('junction_potential_mV')}/{metadata.get('soma_area_cm2')}"
+    return DatasetRecord(
+        name=Path(str(metadata["source"])).name, digest=hashlib.sha256(corrected.encode()).hexdigest()[:16],
+        context="observation", columns=["time_ms", "voltage_mV"], source=str(metadata["source"]),
+        profile={key: value for key, value in metadata.items() if key not in ("source", "digest")},
+    )

@@ -187,9 +187,19 @@ def check_inside_prior(theta: Optional[torch.Tensor], prior: torch.distributions
         )
 
 
+def check_accelerator(accelerator: str) -> None:
+    """``trainer.accelerator=gpu`` needs a GPU that torch can use (Lightning's own error is a long trace)."""
+    if accelerator != "gpu" or torch.cuda.is_available() or torch.backends.mps.is_available():
+        return
+    why = ("this torch build has no CUDA (install a CUDA build of torch)" if torch.version.cuda is None
+           else "torch.cuda.is_available() is False (no GPU visible: CUDA_VISIBLE_DEVICES? the driver?)")
+    raise ConfigError(f"trainer.accelerator=gpu: {why}; allowed on this machine: cpu, auto")
+
+
 def prepare(cfg: DictConfig) -> RunSpec:
     """Check ``cfg`` completely and resolve it into a :class:`RunSpec` (one ``UserInputError`` line if bad)."""
     settings = preflight(cfg)
+    check_accelerator(settings.trainer.accelerator)
     part_configs = {group: part_config(cfg, group) for group in PART_GROUPS}
     parts = build_parts(part_configs, settings.run.seed, settings.trainer.ensemble_size)
     if settings.observation.name == "synthetic":

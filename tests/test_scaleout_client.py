@@ -63,7 +63,7 @@ def test_a_sweep_job_refuses_a_node_that_does_not_share_the_cache_or_the_store(s
         pass
     marker = cache / ".sweeps" / "2026-11-30_12-00-00"
     monkeypatch.setenv(MARKER_ENV, str(marker))
-    job = SweepJob(parent.run_id, {})
+    job = SweepJob(parent.run_id, {}, {})
     marker.parent.mkdir(parents=True)
     marker.write_text("launcher\n")
     check_job_sees_sweep(spec, job)  # the launching machine's cache and store: nothing to say
@@ -79,3 +79,43 @@ def test_a_sweep_job_refuses_a_node_that_does_not_share_the_cache_or_the_store(s
     with pytest.raises(TrackingError, match=r"the sweep's parent run \w+ is not in this store; use tracking=server"):
         check_job_sees_sweep(elsewhere, job)
     assert not (tmp_path / "node-local" / "mlflow.db").exists()  # and no empty store was created there
+
+
+@pytest.mark.parametrize("kind", ["experiment", "registered model"])
+def test_a_creation_race_lost_to_another_process_reads_the_winners_back(store, kind):
+    """The interleaving a sweep's first jobs hit on a server: this process looks, finds nothing, and
+    another one creates the thing before this one's create (which then fails RESOURCE_ALREADY_EXISTS)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from sbilab.tracking.store import get_or_create
+
+    mine, theirs = MlflowClient(store["uri"]), MlflowClient(store["uri"])  # two clients of one real store
+    if kind == "experiment":
+        def read(client):
+            return client.get_experiment_by_name("raced")
+
+        def create(client):
+            return client.create_experiment("raced")
+    else:
+        def read(client):
+            try:
+                return client.get_registered_model("raced")
+            except MlflowException:
+                return None
+
+        def create(client):
+            return client.create_registered_model("raced")
+
+    looks = []
+
+    def find():
+        looks.append(read(mine))
+        if len(looks) == 1:
+            create(theirs)  # the other process wins between this look and this create
+        return looks[-1]
+
+    found = get_or_create(find, lambda: create(mine), kind)
+    assert looks[0] is None and found is looks[-1] and found.name == "raced"
+    with pytest.raises(MlflowException):  # any other failure is not swallowed
+        get_or_create(lambda: None, lambda: MlflowClient(store["uri"]).get_run("0" * 32), kind)

@@ -1,5 +1,6 @@
 """`make sweep LAUNCHER=slurm` on the real one-node SLURM (with accounting): one SLURM job per sweep job,
-children of one parent run, and a parent that closes only after every job has ended."""
+children of one parent run, and a parent that closes only after every job has ended; the same with
+`LAUNCHER=submitit_local`, the dry run on one machine (no SLURM needed)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["trainer=fast", "diagnostics.enabled=false", "simulation.num_workers=1"]  # 1 CPU per job: both run at once
 
 
-def _sweep(root: Path, sweep: str, *args: str) -> subprocess.CompletedProcess:
+def _sweep(root: Path, sweep: str, *args: str, launcher: str = "slurm") -> subprocess.CompletedProcess:
     store = [f"tracking.uri=sqlite:///{root}/mlflow.db", f"tracking.artifact_location=file://{root}/artifacts",
              f"paths.cache_dir={root}/cache", f"hydra.sweep.dir={root}/multirun"]
-    return subprocess.run(["make", "-s", "sweep", "LAUNCHER=slurm", f"SWEEP={sweep}",
+    return subprocess.run(["make", "-s", "sweep", f"LAUNCHER={launcher}", f"SWEEP={sweep}",
                            f"ARGS={' '.join([*TINY, *store, *args])}"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
@@ -70,3 +71,18 @@ def test_a_failed_job_does_not_close_the_parent_before_the_other_child(slurm_env
     assert parent.info.status == "FAILED" and parent.data.tags["sbilab.error"].startswith("a job failed")
     assert parent.info.end_time >= children[0].info.end_time  # closed after its child, not at job 0's failure
     assert sorted(_slurm_jobs(tmp_path).values()) == ["COMPLETED", "FAILED"]
+
+
+def test_the_submitit_local_dry_run_also_waits_for_every_job(tmp_path):
+    """The same failure through `LAUNCHER=submitit_local` (local processes, no SLURM): job 0 fails at once,
+    job 1 trains; the parent closes FAILED after its child FINISHED."""
+    result = _sweep(tmp_path, "trainer.stop_after_epochs=0,3", "simulation.num_simulations=300",
+                    launcher="submitit_local")
+    assert result.returncode != 0
+    assert "trainer.stop_after_epochs=0 is invalid" in result.stdout + result.stderr
+    parent, children = _runs(tmp_path)
+    assert [r.info.status for r in children] == ["FINISHED"]
+    assert parent.info.status == "FAILED" and parent.data.tags["sbilab.error"].startswith("a job failed")
+    assert parent.info.end_time >= children[0].info.end_time
+    jobs = [p for p in (tmp_path / "multirun" / ".submitit").iterdir() if p.name.isdigit()]  # local jobs: pids
+    assert len(jobs) == 2 and all(list(job.glob("*_log.out")) for job in jobs)  # ran as submitit's jobs

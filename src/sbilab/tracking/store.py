@@ -68,9 +68,10 @@ def init_store(uri: str, experiment: str, artifact_location: Optional[str]) -> s
         raise TrackingError(f"tracking.uri={uri!r}: cannot open the MLflow store ({first_line})") from None
 
 
-def get_or_create(find: Callable[[], Optional[T]], create: Callable[[], Any], what: str, attempts: int = 5) -> Any:
-    """``find()``, else ``create()``; when another process created it in between (RESOURCE_ALREADY_EXISTS),
-    ``find()`` again (the winner's transaction may need a moment to become visible)."""
+def get_or_create(find: Callable[[], Optional[T]], create: Callable[[], Any], what: str, attempts: int = 5,
+                  races: tuple[str, ...] = ("RESOURCE_ALREADY_EXISTS",)) -> Any:
+    """``find()``, else ``create()``; when ``create()`` fails with one of the error codes ``races`` (another
+    process created it in between), ``find()`` again (the winner's transaction may need a moment to show)."""
     for attempt in range(attempts):
         found = find()
         if found is not None:
@@ -78,10 +79,11 @@ def get_or_create(find: Callable[[], Optional[T]], create: Callable[[], Any], wh
         try:
             return create()
         except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            if error.error_code not in races:
                 raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else error.error_code
         time.sleep(0.1 * 2**attempt)
-    raise TrackingError(f"{what} exists on the tracking server but could not be read back after {attempts} tries")
+    raise TrackingError(f"{what}: creating it failed and it could not be read back after {attempts} tries ({reason})")
 
 
 def mark_stale_runs(uri: str, experiment: str) -> list[str]:

@@ -10,6 +10,7 @@ SWEEP ?= estimator=zuko_maf_unconstrained,maf,mdn simulation.num_simulations=100
 TASKS ?= two_moons gaussian_linear gaussian_mixture slcp
 METHODS ?= preset
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+LAUNCHER ?= joblib
 PORT ?= 5000
 SERVER_DIR ?= $(CURDIR)/.server
 SERVER_WORKERS ?= 2
@@ -28,6 +29,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: ARGS='key=value ...' (train, sweep, hpo, benchmark), SWEEP='k=a,b ...' (sweep), JOBS (sweep: parallel jobs, default: cores), PORT, MLRUNS (ui)"
+	@echo "             LAUNCHER=joblib|slurm|submitit_local (sweep: where the jobs run; slurm: docs/scale-out.md)"
 	@echo "             TASKS='two_moons ...', METHODS='npe ...' (benchmark)"
 	@echo "             SERVER_DIR (server data, default .server/), PORT, SERVER_HOST (server: 127.0.0.1; 0.0.0.0 for the LAN), DB (server-migrate)"
 
@@ -66,8 +68,9 @@ bench: $(STAMP) ## simulation benchmark (kernel vs per-simulation loop, memory, 
 benchmark: $(STAMP) ## sbibm C2ST at 10k simulations (TASKS x METHODS, observations 1-10) into mlruns/ + outputs/benchmark/
 	$(PY) scripts/benchmark.py --tasks $(TASKS) --methods $(METHODS) $(ARGS)
 
-sweep: $(STAMP) ## parallel multirun (joblib launcher), default: estimator x budget on HH
-	$(PY) scripts/train.py --multirun hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(SWEEP) $(ARGS)
+sweep: $(STAMP) ## parallel multirun, default: estimator x budget on HH; LAUNCHER=joblib (this machine) | slurm | submitit_local
+	$(PY) scripts/train.py --multirun hydra/launcher=$(LAUNCHER) $(if $(filter joblib,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS)) \
+		$(SWEEP) $(ARGS)
 
 compare: $(STAMP) ## comparison plots + table on a sweep's parent run: make compare SWEEP=<parent run id or sweep id>
 	$(PY) scripts/compare.py $(SWEEP) $(ARGS)

@@ -13,6 +13,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+import sbilab
 from sbilab import tracking
 from sbilab.methods import NPE
 from sbilab.posterior_io import SPEC_FILE, STATE_FILE, posterior_spec
@@ -123,6 +124,13 @@ def test_register_versions_and_errors(store):
     versions = MlflowClient(uri, registry_uri=uri).search_model_versions("name = 'hh-posterior'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
     assert all(v.run_id == run_id and v.tags["sbilab.estimator"] == "maf" for v in versions)
+    # sbilab.load_posterior takes every URI of the network: the run's folder, its model, a registered version
+    samples = []
+    for ref in (f"runs:/{run_id}/posterior", model_uri, "models:/hh-posterior/2"):
+        posterior = sbilab.load_posterior(ref, uri)
+        torch.manual_seed(0)
+        samples.append(posterior.sample((20,), x=torch.zeros(1, X_DIM), show_progress_bars=False))
+    assert torch.equal(samples[0], samples[1]) and torch.equal(samples[0], samples[2])
 
     with pytest.raises(ValueError, match="no run with id"):
         tracking.register_posterior_model(uri, "0" * 32)

@@ -10,11 +10,13 @@ second, not a torch import.
 from __future__ import annotations
 
 import dataclasses
+import os
+from base64 import b64encode
 from dataclasses import dataclass
 from typing import Any, Optional
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 from omegaconf import DictConfig
 
@@ -25,7 +27,9 @@ from sbilab.settings import BOOL, FRACTION, INT_GE_0, INT_GE_1, at_least, fracti
 #: ``trainer.lr_decay.schedule`` options
 LR_SCHEDULES = ("plateau", "cosine")
 #: ``simulation.backend`` options
-SIMULATION_BACKENDS = ("local", "serial")
+SIMULATION_BACKENDS = ("local", "serial", "dask")
+#: ``trainer.accelerator`` options (Lightning's names)
+ACCELERATORS = ("cpu", "gpu", "auto")
 
 
 @dataclass
@@ -46,6 +50,10 @@ class SimulationSettings:
     backend: str = setting("local", f"one of {', '.join(SIMULATION_BACKENDS)}", lambda v: v in SIMULATION_BACKENDS)
     cache: bool = setting(True, BOOL)
     invalid_warn_fraction: float = setting(0.05, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    #: ``backend=dask``: the scheduler (``tcp://host:port``; empty: a local cluster of ``num_workers`` processes)
+    address: str = setting("", "a Dask scheduler address (tcp://host:port) or empty (a local cluster)")
+    #: ``backend=dask``: reruns of a chunk whose task raised (a lost worker's chunks are recomputed regardless)
+    retries: int = setting(2, INT_GE_0, at_least(0))
 
 
 @dataclass
@@ -88,6 +96,10 @@ class TrainerSettings:
     weight_averaging: Optional[WeightAveraging] = setting(
         None, "null or {decay: 0 < d < 1, start_epoch: integer >= 0 (optional)}")
     ensemble_size: int = setting(1, INT_GE_1, at_least(1))
+    accelerator: str = setting("cpu", f"one of {', '.join(ACCELERATORS)}", lambda v: v in ACCELERATORS)
+    devices: int = setting(1, "1 (one device; choose the GPU with CUDA_VISIBLE_DEVICES: several devices (DDP) are "
+                              "not supported, the epoch bookkeeping and early stopping run in one process)",
+                           lambda v: v == 1)
     #: Lightning's root folder (the run's output folder); not a config key
     root_dir: Optional[str] = None
 
@@ -236,20 +248,60 @@ def preflight(cfg: DictConfig) -> Settings:
 
 
 def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, not after MLflow's retries, when a tracking server does not answer."""
+    """Fail in seconds, not after MLflow's retries, when a tracking server does not answer or refuses
+    the credentials (which come from MLflow's variables MLFLOW_TRACKING_USERNAME / _PASSWORD or _TOKEN)."""
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
-        try:
-            with urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):  # noqa: S310 (user-chosen URI)
-                return
-        except (URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
+        reason = server_down_reason(uri, timeout)
+        if reason is not None:
             raise TrackingError(
-                f"tracking.uri={uri!r}: no MLflow server answers ({reason}); start one (docs/scale-out.md) "
-                "or use the default SQLite store"
-            ) from None
+                f"tracking.uri={uri!r}{_from_environment(uri)}: no MLflow server answers ({reason}); "
+                "start one (make server, docs/scale-out.md) or use the default SQLite store"
+            )
+        _check_credentials(uri, timeout)
     elif scheme == "sqlite":
         if not uri.startswith("sqlite:////"):
             raise TrackingError(f"tracking.uri={uri!r}: use an absolute sqlite path (sqlite:////abs/path.db)")
     elif scheme not in ("postgresql", "mysql", "databricks"):
         raise TrackingError(f"tracking.uri={uri!r}: expected sqlite:////abs/path.db or http(s)://host:port")
+
+
+def server_down_reason(uri: str, timeout: float = 3.0) -> Optional[str]:
+    """Why the tracking server at ``uri`` does not answer ``/health`` now, or None when it does."""
+    try:
+        with urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):  # noqa: S310 (user-chosen URI)
+            return None
+    except (URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+
+
+#: MLflow's client variables for a server's credentials
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def _from_environment(uri: str) -> str:
+    return " (from MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI") == uri else ""
+
+
+def _check_credentials(uri: str, timeout: float) -> None:
+    """One authenticated read, as MLflow's client would make it: a 401/403 becomes one line naming the variables."""
+    request = Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password, token = (os.environ.get(name) for name in CREDENTIAL_VARIABLES)
+    if user and password:
+        request.add_header("Authorization", "Basic " + b64encode(f"{user}:{password}".encode()).decode())
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urlopen(request, timeout=timeout):  # noqa: S310 (user-chosen URI)
+            return
+    except HTTPError as error:
+        if error.code == 401:
+            given = (f"refused the password of MLFLOW_TRACKING_USERNAME={user!r}" if user and password
+                     else "refused MLFLOW_TRACKING_TOKEN" if token else "requires credentials")
+            raise TrackingError(f"tracking.uri={uri!r}: the server {given} (HTTP 401); set MLFLOW_TRACKING_USERNAME "
+                                "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment") from None
+        if error.code == 403:
+            raise TrackingError(f"tracking.uri={uri!r}: user {user!r} may not read experiments on this server "
+                                "(HTTP 403); ask its admin for READ or EDIT permission") from None
+    except (URLError, OSError):
+        return  # it answered /health a moment ago: MLflow's own client reports what follows

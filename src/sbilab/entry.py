@@ -61,7 +61,7 @@ def guarded(task: Callable[[], int | None]) -> int:
 
 
 #: override prefixes that say where the store is (all that store commands use of the config)
-STORE_KEYS = ("tracking.", "paths.")
+STORE_KEYS = ("tracking.", "tracking=", "paths.")
 
 
 def store_command(argv: list[str], doc: str | None, positional: str, option: str) -> tuple:

@@ -152,6 +152,8 @@ def simulate(spec: RunSpec, purpose: str, num: int, proposal: Optional[Any] = No
         spec.seeds.run, purpose=purpose, chunk_size=settings.chunk_size, num_workers=settings.num_workers,
         backend=settings.backend, cache_dir=spec.paths.cache_dir if cached else None,
         key_parts=key_parts if cached else None, invalid_warn_fraction=settings.invalid_warn_fraction,
+        backend_options={"address": settings.address, "retries": settings.retries} if settings.backend == "dask"
+        else None,
     )
 
 

@@ -111,9 +111,24 @@ def load_posterior_dir(directory: str | Path) -> NeuralPosterior:
 
 
 def load_posterior(uri: str, tracking_uri: str | None = None) -> NeuralPosterior:
-    """Load a logged posterior by MLflow URI (``runs:/<run_id>/posterior``) or local folder."""
+    """Load a logged posterior by MLflow URI or from a local folder.
+
+    ``runs:/<run_id>/posterior`` is the run's posterior folder; ``models:/m-…`` (a run's posterior
+    model) and ``models:/<name>/<version>`` (a registered version) are pyfunc models, whose only
+    artifact is a copy of that folder.
+    """
     if Path(uri).is_dir():
-        return load_posterior_dir(uri)
+        return load_posterior_dir(posterior_folder(Path(uri)))
     from sbilab.tracking import download_artifacts
 
-    return load_posterior_dir(download_artifacts(uri, tracking_uri))
+    return load_posterior_dir(posterior_folder(download_artifacts(uri, tracking_uri)))
+
+
+def posterior_folder(folder: Path) -> Path:
+    """``folder`` itself when it holds a posterior spec, else the one posterior folder inside it (a model's)."""
+    if (folder / SPEC_FILE).is_file():
+        return folder
+    found = sorted(folder.rglob(SPEC_FILE))
+    if len(found) != 1:
+        raise ValueError(f"{folder} holds {len(found)} posterior specs ({SPEC_FILE}); expected one")
+    return found[0].parent

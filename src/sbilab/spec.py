@@ -222,6 +222,15 @@ def with_recording_protocol(cfg: DictConfig, recording: Recording) -> DictConfig
     return cfg
 
 
+def check_accelerator(accelerator: str) -> None:
+    """``trainer.accelerator=gpu`` needs a GPU that torch can use (Lightning's own error is a long trace)."""
+    if accelerator != "gpu" or torch.cuda.is_available() or torch.backends.mps.is_available():
+        return
+    why = ("this torch build has no CUDA (install a CUDA build of torch)" if torch.version.cuda is None
+           else "torch.cuda.is_available() is False (no GPU visible: CUDA_VISIBLE_DEVICES? the driver?)")
+    raise ConfigError(f"trainer.accelerator=gpu: {why}; allowed on this machine: cpu, auto")
+
+
 def prepare(cfg: DictConfig) -> RunSpec:
     """Check ``cfg`` completely and resolve it into a :class:`RunSpec` (one ``UserInputError`` line if bad)."""
     settings = preflight(cfg)
@@ -229,6 +238,7 @@ def prepare(cfg: DictConfig) -> RunSpec:
     if settings.observation.name == "recording":  # its protocol first: the parts are built on it
         recording = read_observed_recording(settings.observation, recording_folders(cfg))
         cfg = with_recording_protocol(cfg, recording)
+    check_accelerator(settings.trainer.accelerator)
     part_configs = {group: part_config(cfg, group) for group in PART_GROUPS}
     parts = build_parts(part_configs, settings.run.seed, settings.trainer.ensemble_size)
     if settings.observation.name == "synthetic":

@@ -5,25 +5,39 @@ parallel jobs never race on schema creation), opens the parent run and hands its
 to the jobs through the environment; each job (``scripts/train.py`` in a launcher's
 process) finds it with :func:`sweep_job`. Hydra turns callback exceptions into
 warnings, so a failure here exits the multirun instead of raising.
+
+Jobs on other machines (``hydra/launcher=slurm``) must see what the launching machine
+sees: the simulation cache (so each budget is simulated once) and the tracking store
+(where the parent run is). :func:`check_job_sees_sweep` checks both in each job: the
+callback leaves a marker file in ``paths.cache_dir``, which a job on a node that does
+not share that folder cannot find.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import socket
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from sbilab.errors import ConfigError
+
+if TYPE_CHECKING:  # the callback is built for every run: nothing heavy at import
+    from sbilab.spec import RunSpec
 
 PARENT_ENV = "SBILAB_PARENT_RUN_ID"
 SWEEP_ENV = "SBILAB_SWEEP_ID"
 #: the keys the multirun sweeps over (``estimator=maf,mdn`` → ``estimator``), space-separated
 SWEPT_ENV = "SBILAB_SWEPT_KEYS"
+#: the marker file the launching process leaves in ``paths.cache_dir`` for its jobs to find
+MARKER_ENV = "SBILAB_SWEEP_MARKER"
 
 
 @dataclass
@@ -68,6 +82,30 @@ def swept_keys(overrides: Any) -> list[str]:
             if item.is_sweep_override() and not item.key_or_group.startswith("hydra")]
 
 
+def check_job_sees_sweep(spec: RunSpec, job: SweepJob) -> None:
+    """Fail with one line when this job cannot see the launching machine's simulation cache or tracking store."""
+    from sbilab import tracking
+
+    marker = os.environ.get(MARKER_ENV)
+    if marker and spec.simulation.cache and Path(marker).parent.parent == spec.paths.cache_dir \
+            and not Path(marker).is_file():
+        raise ConfigError(
+            f"paths.cache_dir={str(spec.paths.cache_dir)!r} is not the folder the sweep was launched with: this job "
+            f"(on {socket.gethostname()}) does not see its marker {Path(marker).name}; put the simulation cache on a "
+            "filesystem every node shares (docs/scale-out.md), or set simulation.cache=false")
+    tracking.check_run_visible(spec.tracking.uri, job.parent_run_id, "the sweep's parent run")
+
+
+def _leave_marker(config: DictConfig, sweep_id: str) -> Optional[Path]:
+    """The marker of :func:`check_job_sees_sweep` in the cache folder (None when simulations are not cached)."""
+    if not config.simulation.cache:
+        return None
+    marker = Path(str(config.paths.cache_dir)) / ".sweeps" / sweep_id
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{socket.gethostname()}\n")
+    return marker
+
+
 class SweepParentRun(Callback):
     """Hydra callback (``hydra.callbacks``): a parent run around a multirun, compared when it ends.
 
@@ -78,6 +116,7 @@ class SweepParentRun(Callback):
         self.compare = compare
         self.stack: Optional[ExitStack] = None
         self.parent: Any = None
+        self.marker: Optional[Path] = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Launchers pickle the callbacks into their jobs: the open parent run stays in this process."""
@@ -107,6 +146,9 @@ class SweepParentRun(Callback):
         os.environ[PARENT_ENV] = self.parent.run_id
         os.environ[SWEEP_ENV] = sweep_id
         os.environ[SWEPT_ENV] = " ".join(swept)
+        self.marker = _leave_marker(config, sweep_id)
+        if self.marker is not None:
+            os.environ[MARKER_ENV] = str(self.marker)
         # Hydra skips on_multirun_end when a job failed: close the parent at exit in any case
         atexit.register(self._finish, interrupted=True)
         print(f"sbilab: sweep {sweep_id}: parent run {self.parent.run_id}", flush=True)
@@ -121,6 +163,8 @@ class SweepParentRun(Callback):
         stack, parent, self.stack = self.stack, self.parent, None
         parent.jobs_failed = interrupted
         stack.close()
+        if self.marker is not None:
+            self.marker.unlink(missing_ok=True)
         from sbilab.experiments.report import ui_hint
 
         print(f"sbilab: sweep {'ended early' if interrupted else 'finished'}: {parent.summary}", flush=True)

@@ -1,4 +1,4 @@
-"""Where simulation chunks run: in this process, or in a pool of local worker processes.
+"""Where simulation chunks run: in this process, in a pool of local worker processes, or on a Dask cluster.
 
 A backend maps independent chunk jobs to results and yields them as they finish, so
 the stage can cache each chunk as soon as it exists. Every chunk's numbers depend only
@@ -14,10 +14,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from sbilab.config import SIMULATION_BACKENDS as BACKENDS
 from sbilab.errors import ConfigError
-
-#: ``simulation.backend`` options
-BACKENDS = ("local", "serial")
 
 
 class Backend:
@@ -64,8 +62,16 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def make_backend(name: str, num_workers: int) -> Backend:
-    """The configured backend (``simulation.backend``); one worker always runs in this process."""
+def make_backend(name: str, num_workers: int, *, address: str = "", retries: int = 2) -> Backend:
+    """The configured backend (``simulation.backend``).
+
+    ``local`` with one worker runs in this process; ``dask`` always uses its cluster (the one at
+    ``address``, or a local one of ``num_workers`` processes), with ``retries`` per failed chunk.
+    """
+    if name == "dask":
+        from sbilab.simulation.dask_backend import DaskBackend
+
+        return DaskBackend(address, num_workers, retries)
     if name == "serial" or num_workers <= 1:
         return SerialBackend()
     if name == "local":

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -97,11 +97,13 @@ def simulate_dataset(
     key_parts: Optional[dict[str, Any]] = None,
     invalid_warn_fraction: float = 0.05,
     progress: Optional[bool] = None,
+    backend_options: Optional[Mapping[str, Any]] = None,
 ) -> Dataset:
     """Simulate ``num_simulations`` (θ, x) pairs; drop and count non-finite x.
 
     ``key_parts`` (the configs of simulator, prior and summary) enable the cache
-    under ``cache_dir``; without them nothing is cached.
+    under ``cache_dir``; without them nothing is cached. ``backend_options`` go to
+    :func:`~sbilab.simulation.backends.make_backend` (``address``, ``retries`` of ``dask``).
     """
     started = time.perf_counter()
     seed_value = purpose_seed(seed, purpose)
@@ -129,7 +131,7 @@ def simulate_dataset(
         if todo:
             tasks = [(simulator, summary, theta[start:stop], seeds[start:stop])
                      for start, stop in (bounds[i] for i in todo)]
-            runner = make_backend(backend, min(num_workers, len(todo)))
+            runner = make_backend(backend, min(num_workers, len(todo)), **(backend_options or {}))
             bar = _progress_bar(sum(bounds[i][1] - bounds[i][0] for i in todo), purpose, progress)
             try:
                 for task_index, x in runner.map(simulate_chunk, tasks):

@@ -12,6 +12,12 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A tracking server that stops answering fails a request in about 10 s (MLflow's defaults, 7 retries with
+# backoff 2 and a 120 s timeout, take minutes): the run then fails with the reason (docs/scale-out.md).
+# MLflow's own variables: set them in the environment to choose otherwise.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 from sbilab.tracking.datasets import DatasetRecord, log_datasets, recording_record  # noqa: E402
 from sbilab.tracking.describe import (  # noqa: E402
@@ -31,6 +37,7 @@ from sbilab.tracking.models import (  # noqa: E402
 from sbilab.tracking.parents import (  # noqa: E402
     PARENT_ROLES,
     ParentRun,
+    check_run_visible,
     child_runs,
     create_parent_run,
     finish_parent_run,
@@ -64,7 +71,8 @@ __all__ = [
     "DESCRIPTION_TAG", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING_KIND", "DatasetRecord", "gate_margin", "gate_metrics",
     "gates_markdown", "log_datasets", "mark_model_training", "recording_record", "run_description", "set_description",
     "source_tags",
-    "POSTERIOR_MODEL_NAME", "PARENT_ROLES", "EpochMetrics", "ParentRun", "RunRecorder", "child_runs",
+    "POSTERIOR_MODEL_NAME", "PARENT_ROLES", "EpochMetrics", "ParentRun", "RunRecorder", "check_run_visible",
+    "child_runs",
     "create_parent_run",
     "download_artifacts", "finish_parent_run", "flatten", "git_commit", "init_store", "load_run_array",
     "log_posterior_model", "loggable_params", "mark_stale_runs", "parent_run", "posterior_model_uri", "recorder_for",

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from sbilab.errors import TrackingError
 from sbilab.tracking.runs import RunRecorder, recorder_for
-from sbilab.tracking.store import check_store_exists
+from sbilab.tracking.store import check_store_exists, get_or_create
 
 #: name of the pyfunc posterior model logged from a run (MLflow 3 LoggedModel, ``models:/m-…``)
 POSTERIOR_MODEL_NAME = "posterior_model"
@@ -124,11 +124,19 @@ def register_posterior_model(uri: str, run_id: str, name: Optional[str] = None) 
     if name is None:
         experiment = client.get_experiment(run.info.experiment_id).name
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{experiment}_posterior")
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="sbilab posterior: predict(x, params={'num_samples': n}) "
-                                                         "→ samples [rows, n, theta_dim]")
+
+    def find_model() -> Any:
+        try:
+            return client.get_registered_model(name)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    # several processes registering the first version of a new name at once race on the server
+    get_or_create(find_model, lambda: client.create_registered_model(
+        name, description="sbilab posterior: predict(x, params={'num_samples': n}) → samples [rows, n, theta_dim]"),
+        f"registered model {name!r}")
     tags = {key: value for key, value in run.data.tags.items()
             if key in ("sbilab.simulator", "sbilab.prior", "sbilab.summary", "sbilab.estimator", "sbilab.method",
                        "sbilab.gates", "sbilab.git_commit")}

@@ -9,6 +9,7 @@ from typing import Any, Iterator, Mapping, Optional
 from mlflow.tracking import MlflowClient
 
 from sbilab.errors import TrackingError
+from sbilab.tracking.redaction import scrub_values
 from sbilab.tracking.runs import RunRecorder, recorder_for
 from sbilab.tracking.standard_tags import mark_model_training
 from sbilab.tracking.store import check_store_exists, init_store
@@ -21,7 +22,7 @@ def create_parent_run(uri: str, experiment: str, artifact_location: Optional[str
     mark_model_training(uri, experiment_id)
     client = MlflowClient(uri)
     run = client.create_run(experiment_id, run_name=run_name or f"sweep-{sweep_id}",
-                            tags={"sbilab.sweep_id": sweep_id, "sbilab.role": role, **tags})
+                            tags=scrub_values({"sbilab.sweep_id": sweep_id, "sbilab.role": role, **tags}))
     return run.info.run_id
 
 
@@ -54,6 +55,19 @@ def parent_run(uri: str, experiment: str, artifact_location: Optional[str], *, s
         parent.summary = finish_parent_run(uri, run_id, jobs_failed=True)
         raise
     parent.summary = finish_parent_run(uri, run_id, jobs_failed=parent.jobs_failed)
+
+
+def check_run_visible(uri: str, run_id: str, what: str) -> None:
+    """Fail with one line when the store at ``uri`` lacks run ``run_id`` (``what``): a job on a node that does
+    not share the launching machine's SQLite file would otherwise write into a store of its own."""
+    from mlflow.exceptions import MlflowException
+
+    hint = "use tracking=server, or keep the SQLite store on a filesystem every node shares (docs/scale-out.md)"
+    try:
+        check_store_exists(uri)
+        MlflowClient(uri).get_run(run_id)
+    except (TrackingError, MlflowException):
+        raise TrackingError(f"tracking.uri={uri!r}: {what} {run_id} is not in this store; {hint}") from None
 
 
 def child_runs(uri: str, parent_run_id: str) -> list[dict[str, Any]]:

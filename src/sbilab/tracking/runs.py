@@ -21,8 +21,10 @@ from lightning.pytorch.callbacks import Callback
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
+from sbilab.errors import TrackingError
+from sbilab.tracking.redaction import scrub, scrub_values
 from sbilab.tracking.standard_tags import mark_model_training
-from sbilab.tracking.store import close_run, init_store, mark_stale_runs
+from sbilab.tracking.store import close_run, init_store, mark_stale_runs, server_outage
 
 #: params that describe where things are on this machine, not the experiment
 _UNLOGGED_PREFIXES = ("paths.", "tracking.", "hydra.")
@@ -88,13 +90,13 @@ class RunRecorder:
         self.experiment_id = experiment_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = list(params.items())
+        items = list(scrub_values(params).items())
         for start in range(0, len(items), 100):
             batch = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start : start + 100]]
             self.client.log_batch(self.run_id, params=batch)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        items = [mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()]
+        items = [mlflow.entities.RunTag(k, v) for k, v in scrub_values(tags).items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, tags=items[start : start + 100])
 
@@ -111,7 +113,7 @@ class RunRecorder:
         plt.close(figure)
 
     def log_text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, text, path)
+        self.client.log_text(self.run_id, scrub(text), path)
 
     def log_dict(self, data: Mapping[str, Any], path: str) -> None:
         self.client.log_dict(self.run_id, dict(data), path)
@@ -147,7 +149,10 @@ def start_run(
     """Create a run and yield its recorder; close it FINISHED, FAILED or KILLED.
 
     SIGTERM is turned into ``KeyboardInterrupt`` while the run is open, so a
-    terminated job is marked KILLED rather than left RUNNING.
+    terminated job is marked KILLED rather than left RUNNING. A tracking server that
+    stops answering fails the run after MLflow's bounded retries (``MLFLOW_HTTP_REQUEST_*``,
+    set in ``sbilab.tracking``): the run is closed FAILED with that reason once the server
+    answers again, and the error becomes one ``TrackingError`` line.
     """
     experiment_id = init_store(uri, experiment, artifact_location)
     mark_model_training(uri, experiment_id)
@@ -159,22 +164,32 @@ def start_run(
     all_tags["sbilab.pid_start"] = f"{psutil.Process().create_time():.3f}"
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    run = client.create_run(experiment_id, run_name=run_name, tags=scrub_values(all_tags))
     recorder = RunRecorder(client, run.info.run_id, experiment_id)
     previous = _install_sigterm_handler()
     try:
         yield recorder
     except KeyboardInterrupt:
-        close_run(client, recorder.run_id, RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)")
+        close_run(client, recorder.run_id, RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)", uri=uri)
         raise
     except BaseException as error:
-        close_run(client, recorder.run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}",
-               traceback.format_exc())
-        raise
+        outage = server_outage(uri)
+        if outage is None:
+            close_run(client, recorder.run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}",
+                      traceback.format_exc(), uri=uri)
+            raise
+        message = f"the tracking server stopped answering during the run ({outage}): {_first_line(error)}"
+        close_run(client, recorder.run_id, RunStatus.FAILED, message, traceback.format_exc(), uri=uri)
+        raise TrackingError(f"tracking.uri={uri!r}: run {recorder.run_id} FAILED: {message}") from error
     else:
-        client.set_terminated(recorder.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        close_run(client, recorder.run_id, RunStatus.FINISHED, uri=uri)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _install_sigterm_handler() -> Any:

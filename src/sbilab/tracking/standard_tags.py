@@ -21,7 +21,7 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_USER,
 )
 
-from sbilab.tracking.store import git_commit
+from sbilab.tracking.store import get_or_create, git_commit
 
 #: the experiment tag the MLflow 3 UI reads to tell model training from GenAI experiments
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -53,7 +53,13 @@ def source_tags(root: Path, entry: Optional[str] = None) -> dict[str, str]:
 
 
 def mark_model_training(uri: str, experiment_id: str) -> None:
-    """Tag the experiment as model training (once; a kind chosen in the UI is left as it is)."""
+    """Tag the experiment as model training (once; a kind chosen in the UI is left as it is).
+
+    Processes that start in a new experiment at once race on a server: each sees no tag, and the
+    losers' inserts fail as BAD_REQUEST (an IntegrityError on the unique key); they then find the winner's tag.
+    """
     client = MlflowClient(uri)
-    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    get_or_create(lambda: EXPERIMENT_KIND_TAG in client.get_experiment(experiment_id).tags or None,
+                  lambda: client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND),
+                  f"the {EXPERIMENT_KIND_TAG} tag of experiment {experiment_id}",
+                  races=("BAD_REQUEST",))

@@ -6,19 +6,25 @@ from __future__ import annotations
 import logging
 import socket
 import subprocess
+import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
 import psutil
 from filelock import FileLock
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sbilab.config import check_tracking_uri
+from sbilab.config import check_tracking_uri, server_down_reason
 from sbilab.errors import TrackingError
+from sbilab.tracking.redaction import scrub
+
+T = TypeVar("T")
 
 
 def git_commit(root: Path) -> str:
@@ -37,8 +43,9 @@ def git_commit(root: Path) -> str:
 def init_store(uri: str, experiment: str, artifact_location: Optional[str]) -> str:
     """Point MLflow at the store, create schema and experiment once; return the experiment id.
 
-    For SQLite a file lock serialises schema creation and get-or-create, so
-    parallel jobs never race on migrations.
+    For SQLite a file lock serialises schema creation and get-or-create, so parallel
+    jobs never race on migrations; on a server, processes that create the same new
+    experiment at once race, and the losers read the winner's back (``get_or_create``).
     """
     check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
@@ -50,15 +57,33 @@ def init_store(uri: str, experiment: str, artifact_location: Optional[str]) -> s
             lock = FileLock(str(db_path) + ".lock", timeout=120)
         with lock:
             client = MlflowClient(uri)
-            found = client.get_experiment_by_name(experiment)
-            if found is not None:
-                return found.experiment_id
-            return client.create_experiment(experiment, artifact_location=artifact_location)
+            found = get_or_create(lambda: client.get_experiment_by_name(experiment),
+                                  lambda: client.create_experiment(experiment, artifact_location=artifact_location),
+                                  f"experiment {experiment!r}")
+            return found if isinstance(found, str) else found.experiment_id
     except Exception as error:
         if isinstance(error, TrackingError):
             raise
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TrackingError(f"tracking.uri={uri!r}: cannot open the MLflow store ({first_line})") from None
+
+
+def get_or_create(find: Callable[[], Optional[T]], create: Callable[[], Any], what: str, attempts: int = 5,
+                  races: tuple[str, ...] = ("RESOURCE_ALREADY_EXISTS",)) -> Any:
+    """``find()``, else ``create()``; when ``create()`` fails with one of the error codes ``races`` (another
+    process created it in between), ``find()`` again (the winner's transaction may need a moment to show)."""
+    for attempt in range(attempts):
+        found = find()
+        if found is not None:
+            return found
+        try:
+            return create()
+        except MlflowException as error:
+            if error.error_code not in races:
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else error.error_code
+        time.sleep(0.1 * 2**attempt)
+    raise TrackingError(f"{what}: creating it failed and it could not be read back after {attempts} tries ({reason})")
 
 
 def mark_stale_runs(uri: str, experiment: str) -> list[str]:
@@ -113,11 +138,41 @@ def check_store_exists(uri: str) -> None:
             raise TrackingError(f"tracking.uri={uri!r}: no MLflow store at {db_path}")
 
 
-def close_run(client: MlflowClient, run_id: str, status: int, message: str, details: Optional[str] = None) -> None:
-    """Best effort: record why the run ended, then set its status (never masks the original error)."""
+#: seconds a run whose tracking server stopped answering waits for it to come back, to record how it ended
+CLOSE_WAIT_S = 120.0
+
+
+def server_outage(uri: str) -> Optional[str]:
+    """Why the tracking server at ``uri`` does not answer now; None when it does (or the store is no server)."""
+    return server_down_reason(uri) if urlparse(uri).scheme in ("http", "https") else None
+
+
+def wait_for_server(uri: str, seconds: float) -> Optional[str]:
+    """Poll a silent tracking server for up to ``seconds``; None once it answers, else why it does not."""
+    deadline = time.monotonic() + seconds
+    reason = server_outage(uri)
+    while reason is not None and time.monotonic() < deadline:
+        time.sleep(2.0)
+        reason = server_outage(uri)
+    return reason
+
+
+def close_run(client: MlflowClient, run_id: str, status: int, message: Optional[str] = None,
+              details: Optional[str] = None, uri: Optional[str] = None) -> None:
+    """Record why the run ended (``message``, best effort: never masks the original error), then set its status.
+
+    With the store's ``uri``: a tracking server that does not answer is given ``CLOSE_WAIT_S`` to come
+    back (a restarted server still gets the status and the reason); if it does not, ``TrackingError``
+    says the run stays RUNNING (the next run on this host marks it FAILED, :func:`mark_stale_runs`).
+    """
+    reason = wait_for_server(uri, CLOSE_WAIT_S) if uri is not None else None
+    if reason is not None:
+        raise TrackingError(f"tracking.uri={uri!r}: the server did not answer for {CLOSE_WAIT_S:.0f} s ({reason}); "
+                            f"run {run_id} stays RUNNING until the next run on this host marks it FAILED")
     try:
-        client.set_tag(run_id, "sbilab.error", message[:5000])
-        client.log_text(run_id, details or message, "error.txt")
+        if message:
+            client.set_tag(run_id, "sbilab.error", scrub(message)[:5000])
+            client.log_text(run_id, scrub(details or message), "error.txt")
     except Exception as error:  # the store itself may be what failed
         logging.getLogger(__name__).warning("could not record the error of run %s: %s", run_id, error)
     client.set_terminated(run_id, RunStatus.to_string(status))

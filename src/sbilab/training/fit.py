@@ -6,16 +6,22 @@ sequential NPE). Validation uses the method's ``validation_loss`` (its training 
 except for FMPE/NPSE, which evaluate sbi's fixed grid of times). The same early-stopping
 rule (patience on the validation loss, strict improvement) applies to every method;
 sbi's FMPE/NPSE trainers use an EMA and a 2-σ rule instead (see ``sbilab.methods``).
+
+The network trains on ``trainer.accelerator`` (Lightning moves it and each batch there) and
+comes back to the CPU: the posterior, its diagnostics and the saved weights never depend on
+the device it was trained on.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -84,8 +90,11 @@ def train_estimator(
         check_finite=True,
     )
     trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        # never SLURM's environment, even inside a SLURM job (a sweep on the cluster): one process trains,
+        # and Lightning's SLURM requeue handler would fight submitit's
+        plugins=[LightningEnvironment()],
         max_epochs=settings.max_epochs,
         gradient_clip_val=settings.clip_max_norm,
         gradient_clip_algorithm="norm",
@@ -100,14 +109,16 @@ def train_estimator(
         default_root_dir=settings.root_dir,
     )
     try:
-        trainer.fit(module, train_loader, val_loader)
+        with warnings.catch_warnings():  # Lightning asks on every machine where SLURM is installed
+            warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
+            trainer.fit(module, train_loader, val_loader)
     except SystemExit:
         # Lightning turns Ctrl-C/SIGTERM into sys.exit(1); keep it an interruption for the run record
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted") from None
         raise
     return TrainingResult(
-        estimator=module.estimator,
+        estimator=module.estimator.cpu(),  # trained on any device, used on the CPU: posterior, diagnostics, saving
         train_losses=module.train_losses,
         val_losses=module.val_losses,
         best_val_loss=module.best_val_loss,

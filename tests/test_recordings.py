@@ -18,7 +18,7 @@ from sbilab.simulators.hh_equations import INFERABLE
 from sbilab.simulators.hodgkin_huxley import HodgkinHuxley
 from sbilab.summaries.hh_features import HHFeatures
 
-SHARED = Path(__file__).resolve().parents[1].parent.parent / "shared" / "data" / "allen"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "allen"  # ../shared beside the checkout
 CELL = 509881736  # shipped; about 25 spikes during the step (data README)
 ALLEN_FILE = SHIPPED_DIRECTORY / cell_file_name(CELL)
 

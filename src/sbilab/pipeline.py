@@ -248,6 +248,8 @@ def diagnose(spec: RunSpec, posterior: Any) -> Diagnosis:
         diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc])
         diagnosis.metrics.update(test.metrics("test_"))
         diagnosis.metrics.update(diagnosis.calibration.metrics)
+        diagnosis.metrics.update({f"time/diagnose/{step}_s": seconds  # what each statistic costs
+                                  for step, seconds in diagnosis.calibration.timings.items() if step != "total"})
         diagnosis.metrics["time/diagnose_s"] = time.perf_counter() - started
     return diagnosis
 

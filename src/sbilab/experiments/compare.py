@@ -124,7 +124,8 @@ def swept_factors(children: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _matches(pattern: str, name: str) -> bool:
-    regex = "^" + re.escape(pattern).replace(r"\*", ".+") + "$"
+    """``*`` stands for one path segment: ``time/*_s`` leaves out the per-step ``time/diagnose/*_s``."""
+    regex = "^" + re.escape(pattern).replace(r"\*", "[^/]+") + "$"
     return re.match(regex, name) is not None
 
 

@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
-SWEEP ?= estimator=zuko_maf_unconstrained,maf,mdn simulation.num_simulations=1000,3000,10000
+# trainer=default (plateau decay, early stopping) adapts to each budget; the default run's cosine is set for 30k
+SWEEP ?= estimator=zuko_maf_unconstrained,maf,mdn simulation.num_simulations=1000,3000,10000 trainer=default
 TASKS ?= two_moons gaussian_linear gaussian_mixture slcp
 METHODS ?= preset
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)

@@ -31,11 +31,14 @@ def test_default_composition_is_the_tutorial():
     assert cfg.summary.name == "hh_features" and cfg.method.name == "npe"
     # sbi's MAF (zuko's), learning θ on the box's unbounded space: the default that passes the HH gates
     assert cfg.estimator.model == "zuko_maf" and cfg.estimator.z_score_theta == "transform_to_unconstrained"
-    assert cfg.trainer.lr_decay is not None and cfg.trainer.learning_rate == 5e-4 and cfg.trainer.batch_size == 200
+    # 30,000 simulations, batches of 1,000 at 2e-3 falling along a cosine over 300 epochs (docs/calibration.md)
+    assert cfg.trainer.lr_decay.schedule == "cosine" and cfg.trainer.max_epochs == 300
+    assert cfg.trainer.learning_rate == 2e-3 and cfg.trainer.batch_size == 1000
+    assert list(cfg.estimator.hidden_features) == [64, 64]
     assert list(cfg.prior.low) == [0.5, 1e-4] and list(cfg.prior.high) == [80.0, 15.0]
     assert list(cfg.prior.names) == ["gbar_Na", "gbar_K"]
     assert list(cfg.observation.theta) == [50.0, 5.0]
-    assert cfg.simulation.num_simulations == 10_000
+    assert cfg.simulation.num_simulations == 30_000
     assert cfg.simulator.noise_scale == 0.1 and cfg.simulator.dt == 0.01
     assert cfg.tracking.uri.startswith("sqlite:////") and cfg.tracking.uri.endswith("/mlruns/mlflow.db")
     check_config(cfg)

@@ -14,8 +14,8 @@ from conftest import ROOT, run_train
 from mlflow.tracking import MlflowClient
 
 X_OBS = "observation.x=[5,-70,0.1,-55,300,3,15]"
-FOREVER = ["simulation.num_simulations=1000", "trainer.max_epochs=-1", "trainer.stop_after_epochs=100000",
-           "trainer.batch_size=20", "diagnostics.enabled=false"]
+FOREVER = ["simulation.num_simulations=1000", "trainer=default", "trainer.max_epochs=-1",
+           "trainer.stop_after_epochs=100000", "trainer.batch_size=20", "diagnostics.enabled=false"]
 
 
 def _runs(uri: str) -> list:

@@ -6,6 +6,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 from conftest import run_train
 from mlflow.tracking import MlflowClient
 
@@ -39,6 +40,7 @@ def test_two_processes_give_bitwise_identical_simulations_and_samples(tmp_path):
     assert np.array_equal(samples_a, samples_b) and loss_a == loss_b
 
 
+@pytest.mark.slow  # ~40 s on a quiet machine; runs in CI with `make test-slow`
 def test_rerun_after_a_kill_during_simulation_reuses_finished_chunks(store, tmp_path):
     cache = tmp_path / "cache"
     args = ["simulator.backend=numpy", "simulation.num_simulations=3000", "simulation.chunk_size=250",

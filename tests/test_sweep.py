@@ -97,6 +97,7 @@ def test_comparison_artifacts_on_the_parent(sweep):
                                                 "simulation.num_simulations, estimator")
 
 
+@pytest.mark.slow  # ~40 s on a quiet machine; runs in CI with `make test-slow`
 def test_two_job_sweep_has_one_finished_parent_and_compares(tmp_path):
     result = _multirun(tmp_path, "estimator=maf,mdn", "simulation.num_simulations=200", "diagnostics.enabled=false")
     assert result.returncode == 0, result.stderr[-4000:]

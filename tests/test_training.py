@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 from conftest import NullTracker
 from lightning.pytorch.callbacks import Callback
@@ -115,3 +118,44 @@ def test_training_ends_patience_epochs_after_the_rate_reaches_its_floor():
                              TrainerSettings(**config), seed=0)
     assert result.epochs == 10
     assert all(b < a for a, b in zip(result.val_losses, result.val_losses[1:]))  # still improving every epoch
+
+
+def test_cosine_schedule_runs_a_half_cosine_over_max_epochs_whatever_the_validation_loss():
+    """``lr_decay.schedule=cosine``: rate_e = min + (lr - min)(1 + cos(pi e / E)) / 2, ending at min_lr."""
+    prior, theta, x = _toy(300)
+    seen: list[float] = []
+
+    class LearningRates(Callback):
+        def on_train_epoch_start(self, trainer, module) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    epochs, lr, floor = 8, 0.1, 0.01  # a rate far too high: a plateau schedule would halve it at once
+    config = {**TRAINER, "learning_rate": lr, "max_epochs": epochs, "stop_after_epochs": epochs,
+              "lr_decay": LrDecay(schedule="cosine", factor=0.5, patience=0, min_lr=floor)}
+    result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x,
+                             TrainerSettings(**config), seed=0, callbacks=[LearningRates()])
+    expected = [floor + (lr - floor) * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+    assert result.epochs == epochs
+    assert seen == pytest.approx(expected, rel=1e-9)
+
+
+def test_loaders_yield_the_batches_of_sbis_per_row_loaders():
+    """One gather per batch: the same rows in the same order as a per-row DataLoader on sbi's sampler."""
+    from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+
+    from sbilab.training.data import make_loaders, split_indices
+
+    _, theta, x = _toy(230)
+    torch.manual_seed(5)
+    split = split_indices(theta.shape[0], 0.1)
+    torch.manual_seed(6)
+    ours = [[torch.cat(batch, dim=1) for batch in loader] for loader in make_loaders(theta, x, split, 50)]
+    torch.manual_seed(6)
+    per_row = [DataLoader(TensorDataset(theta, x), batch_size=min(50, len(rows)), drop_last=True,
+                          sampler=SubsetRandomSampler(rows.tolist())) for rows in (split.train, split.val)]
+    theirs = [[torch.cat(batch, dim=1) for batch in loader] for loader in per_row]
+    assert [len(batches) for batches in ours] == [4, 1]  # 207 training rows: 4 full batches; 23 validation rows
+    for batches, expected in zip(ours, theirs):
+        assert len(batches) == len(expected)
+        for batch, other in zip(batches, expected):
+            assert torch.equal(batch, other)

@@ -22,6 +22,8 @@ from sbilab.diagnostics.settings import DiagnosticsSettings
 from sbilab.errors import ConfigError, TrackingError
 from sbilab.settings import BOOL, FRACTION, INT_GE_0, INT_GE_1, at_least, fraction, load_settings, resolved, setting
 
+#: ``trainer.lr_decay.schedule`` options
+LR_SCHEDULES = ("plateau", "cosine")
 #: ``simulation.backend`` options
 SIMULATION_BACKENDS = ("local", "serial")
 
@@ -48,8 +50,15 @@ class SimulationSettings:
 
 @dataclass
 class LrDecay:
-    """``trainer.lr_decay``: ReduceLROnPlateau on the validation loss."""
+    """``trainer.lr_decay``: how the learning rate falls during training.
 
+    ``plateau``: ReduceLROnPlateau on the validation loss (``factor``, ``patience``, down to
+    ``min_lr``). ``cosine``: a half cosine from the learning rate to ``min_lr`` over
+    ``trainer.max_epochs`` (``factor`` and ``patience`` unused); it never reads the validation
+    loss, whose mean a few badly fitted validation pairs can dominate.
+    """
+
+    schedule: str = setting("plateau", f"one of {', '.join(LR_SCHEDULES)}", lambda v: v in LR_SCHEDULES)
     factor: float = setting(0.5, FRACTION, fraction)
     patience: int = setting(5, INT_GE_0, at_least(0))
     min_lr: float = setting(1e-6, "a number >= 0", at_least(0))
@@ -74,12 +83,18 @@ class TrainerSettings:
     clip_max_norm: Optional[float] = setting(5.0, "null or a number > 0", lambda v: v is None or v > 0)
     max_epochs: int = setting(-1, "-1 (until early stopping) or an integer >= 1", lambda v: v == -1 or v > 0)
     progress_bar: bool = setting(False, BOOL)
-    lr_decay: Optional[LrDecay] = setting(None, "null or {factor: 0 < f < 1, patience: integer >= 0, min_lr: >= 0}")
+    lr_decay: Optional[LrDecay] = setting(
+        None, "null or {schedule: plateau|cosine, factor: 0 < f < 1, patience: integer >= 0, min_lr: >= 0}")
     weight_averaging: Optional[WeightAveraging] = setting(
         None, "null or {decay: 0 < d < 1, start_epoch: integer >= 0 (optional)}")
     ensemble_size: int = setting(1, INT_GE_1, at_least(1))
     #: Lightning's root folder (the run's output folder); not a config key
     root_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.lr_decay is not None and self.lr_decay.schedule == "cosine" and self.max_epochs == -1:
+            raise ConfigError("trainer.lr_decay.schedule=cosine runs over trainer.max_epochs, which is -1 "
+                              "(until early stopping); set trainer.max_epochs to an integer >= 1")
 
 
 @dataclass

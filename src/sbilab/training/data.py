@@ -3,16 +3,19 @@
 sbi splits with ``torch.randperm`` from the global generator, z-scores on the
 training split only, and uses ``drop_last=True`` loaders with random subset
 samplers for both splits; copying this makes the Lightning path reproduce
-``NPE(...).train()`` bit for bit.
+``NPE(...).train()`` bit for bit. The loaders draw sbi's index batches (the same
+global-generator calls) but gather each batch with one tensor index instead of
+``batch_size`` item look-ups and a collate: identical batches, less time per step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from sbilab.errors import ConfigError
 
@@ -40,17 +43,27 @@ def split_indices(num: int, validation_fraction: float) -> Split:
 def make_loaders(theta: Tensor, x: Tensor, split: Split, batch_size: int) -> tuple[DataLoader, DataLoader]:
     """Training and validation loaders over (θ, x) with sbi's batch sizes and samplers."""
     dataset = TensorDataset(theta, x)
-    train = DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(split.train)),
-        drop_last=True,
-        sampler=SubsetRandomSampler(split.train.tolist()),
-    )
-    val = DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(split.val)),
-        shuffle=False,
-        drop_last=True,
-        sampler=SubsetRandomSampler(split.val.tolist()),
-    )
-    return train, val
+    return batch_loader(dataset, split.train, batch_size), batch_loader(dataset, split.val, batch_size)
+
+
+class RandomBatches(Sampler[Tensor]):
+    """sbi's ``SubsetRandomSampler`` order (one ``torch.randperm`` from the global generator per
+    epoch) cut into full batches of row indices, the last partial one dropped."""
+
+    def __init__(self, indices: Tensor, batch_size: int) -> None:
+        self.indices = indices
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.indices) // self.batch_size
+
+    def __iter__(self) -> Iterator[Tensor]:
+        order = self.indices[torch.randperm(len(self.indices))]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
+def batch_loader(dataset: TensorDataset, indices: Tensor, batch_size: int) -> DataLoader:
+    """Batches of ``min(batch_size, len(indices))`` rows in sbi's order, each one tensor gather
+    (``batch_size=None``: no per-row look-up and collate)."""
+    return DataLoader(dataset, sampler=RandomBatches(indices, min(batch_size, len(indices))), batch_size=None)

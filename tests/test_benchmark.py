@@ -66,6 +66,7 @@ def test_tiny_benchmark_records_a_finished_parent_and_child(tiny_benchmark, tmp_
     assert metrics["c2st/mean"] == pytest.approx(np.mean(scores))
     for name in ("time/simulate_s", "time/train_s", "time/sample_s", "time/c2st_s", "time/total_s"):
         assert metrics[name] >= 0, name
+    assert 0 < metrics["time/cpu_s"] < 2 * metrics["time/total_s"]  # one torch thread (sklearn's BLAS too)
     assert child["params"]["simulation.num_simulations"] == "300" and child["params"]["estimator.model"] == "nsf"
     assert child["tags"]["sbilab.task"] == "two_moons" and child["tags"]["sbilab.method"] == "npe"
     samples = np.load(client.download_artifacts(child["run_id"], "samples/obs_2.npy", str(tmp_path)))

@@ -13,7 +13,7 @@ classifier, as sbibm did).
 
 MLflow: one parent run per benchmark (``sbilab.role=benchmark``); one child per fit (per task ×
 method, or per task × method × observation for sequential methods) with ``c2st/obs_<k>``,
-``time/*_s`` and the samples per observation; the parent holds the table
+``time/*_s`` (wall; ``time/cpu_s``: CPU) and the samples per observation; the parent holds the table
 (``benchmark/results.md``, ``.csv``) and is FINISHED only when every child is.
 """
 
@@ -222,7 +222,7 @@ def run_fit(job: Job, fit: Fit, result: JobResult, parent_run_id: str, tags: dic
     spec = fit.spec
     with pipeline.open_run(spec, parent_run_id=parent_run_id, extra_tags=tags) as recorder:
         result.run_ids.append(recorder.run_id)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         fitted = pipeline.train(spec, pipeline.RecordingObserver(recorder, spec))
         posterior = pipeline.build_posterior(spec, fitted)
         pipeline.record(recorder, spec, fitted, None)
@@ -234,6 +234,7 @@ def run_fit(job: Job, fit: Fit, result: JobResult, parent_run_id: str, tags: dic
             times["time/c2st_s"] += c2st_s
             recorder.log_metrics({f"c2st/obs_{k}": result.c2st[k]})
         times["time/total_s"] = time.perf_counter() - started
+        times["time/cpu_s"] = time.process_time() - cpu_started
         mean = sum(result.c2st[k] for k in fit.observations) / len(fit.observations)
         recorder.log_metrics({"c2st/mean": mean,
                               **{k: v for k, v in times.items() if k not in ("time/simulate_s", "time/train_s")}})

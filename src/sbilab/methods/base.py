@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import asdict, fields
 from typing import Any, Mapping, Optional
@@ -21,6 +22,10 @@ from torch.distributions import Distribution
 from sbilab.errors import ConfigError
 from sbilab.methods.estimators import FAMILY_EXAMPLE, UNCONSTRAINED, estimator_family, estimator_kwargs
 from sbilab.methods.samplers import POSTERIOR_PARAMETERS, FittedVIPosterior, plain_container
+from sbilab.methods.slice_sampler import SLICE_VECTORIZED, VectorizedSliceMCMCPosterior
+
+#: sbi's MCMC methods (``MCMCPosteriorParameters.method``); sbilab adds ``slice_vectorized``
+MCMC_METHODS = typing.get_args(next(f.type for f in fields(POSTERIOR_PARAMETERS["mcmc"]) if f.name == "method"))
 
 
 class Method(ABC):
@@ -132,9 +137,15 @@ class Method(ABC):
     def _sampler_settings(self) -> dict[str, Any]:
         return dict(self.sampling.get(self.sample_with, {}))
 
+    def _fast_slice(self) -> bool:
+        """Whether MCMC runs sbilab's array-vectorised slice sampler (``mcmc.method: slice_vectorized``)."""
+        return self.sample_with == "mcmc" and self._sampler_settings().get("method") == SLICE_VECTORIZED
+
     def _posterior_parameters(self) -> tuple[Any, dict[str, Any]]:
         """sbi's parameters dataclass for the chosen sampler, and VI's training kwargs."""
         settings = self._sampler_settings()
+        if self._fast_slice():  # sbi's algorithm and settings, sbilab's sampler (sbilab.methods.slice_sampler)
+            settings["method"] = "slice_np_vectorized"
         train_kwargs = dict(settings.pop("train", None) or {}) if self.sample_with == "vi" else {}
         cls = POSTERIOR_PARAMETERS[self.sample_with]
         allowed = [f.name for f in fields(cls)]
@@ -142,6 +153,9 @@ class Method(ABC):
         key = f"method.sampling.{self.sample_with}"
         if unknown:
             raise ConfigError(f"{key} has unknown keys {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        if self.sample_with == "mcmc" and "method" in settings and settings["method"] not in MCMC_METHODS:
+            raise ConfigError(f"{key}.method={settings['method']!r} is not an MCMC method; allowed: "
+                              f"{', '.join((*MCMC_METHODS, SLICE_VECTORIZED))}")
         try:
             params = cls(**settings)
         except (TypeError, ValueError) as error:
@@ -151,7 +165,7 @@ class Method(ABC):
             if backend and importlib.util.find_spec(backend) is None:
                 raise ConfigError(
                     f"{key}.method={params.method!r} needs the {backend} package, which is not installed; "
-                    f"allowed without it: slice_np, slice_np_vectorized"
+                    f"allowed without it: slice_np, slice_np_vectorized, {SLICE_VECTORIZED}"
                 )
         return params, train_kwargs
 
@@ -171,8 +185,9 @@ class Method(ABC):
                                         sample_with=self.sample_with, **options)
         potential_fn, theta_transform = self._potential(estimator, prior)
         if self.sample_with == "mcmc":
-            return MCMCPosterior(potential_fn=potential_fn, theta_transform=theta_transform, proposal=prior,
-                                 device="cpu", **options)
+            posterior_class = VectorizedSliceMCMCPosterior if self._fast_slice() else MCMCPosterior
+            return posterior_class(potential_fn=potential_fn, theta_transform=theta_transform, proposal=prior,
+                                   device="cpu", **options)
         if self.sample_with == "rejection":
             return RejectionPosterior(potential_fn=potential_fn, theta_transform=theta_transform, proposal=prior,
                                       device="cpu", **options)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -314,14 +315,19 @@ def test_ppc_distance_typical_vs_far(exact_result, observation):
 
 def test_ppc_degenerate_statistics_are_guarded():
     pred = np.column_stack([np.random.default_rng(0).normal(size=200), np.full(200, 3.0)])
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant statistic that x_o matches is left out quietly
         res = ppc_distance(pred, np.array([0.0, 3.0]))
     assert math.isfinite(res.distance) and res.distance < 1.0
+    with pytest.warns(UserWarning, match=r"\['x1'\]"):  # ... one that x_o misses is not
+        missed = ppc_distance(pred, np.array([0.0, 4.0]), statistic_names=["x0", "x1"])
+    assert missed.distance == pytest.approx(res.distance)
     # IQR == 0 but std > 0: falls back to the standard deviation
     spiky = np.r_[np.zeros(190), np.ones(10)]
     assert math.isfinite(ppc_distance(spiky[:, None], np.array([1.0])).distance)
     # every statistic constant and matching: 0
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert ppc_distance(np.full((50, 2), 1.0), np.array([1.0, 1.0])).distance == 0.0
 
 

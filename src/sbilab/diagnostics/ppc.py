@@ -83,13 +83,13 @@ def ppc_distance(
         scaled = np.where(np.isfinite(scale) & np.isfinite(xo), dev / scale, np.nan)
 
     usable = np.isfinite(scaled)
-    degenerate = [names[j] for j in range(d) if not usable[j]]
-    if degenerate:
-        mismatched = [names[j] for j in range(d) if not usable[j] and not (dev[j] == 0)]
+    # a constant predictive that x_o matches (the HH default's spike count at θ*) is left out quietly;
+    # one that x_o misses, an empty one or a non-finite x_o is worth a warning
+    mismatched = [names[j] for j in range(d) if not usable[j] and not (dev[j] == 0)]
+    if mismatched:
         warnings.warn(
-            f"ppc: statistics {degenerate} have a degenerate or empty predictive (or a "
-            f"non-finite x_o) and are left out of ppc/distance"
-            + (f"; x_o differs from the predictive for {mismatched}" if mismatched else ""),
+            f"ppc: statistics {mismatched} have a degenerate or empty predictive that x_o does not match "
+            f"(or a non-finite x_o) and are left out of ppc/distance",
             stacklevel=2,
         )
     if usable.any():

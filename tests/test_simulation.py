@@ -137,7 +137,7 @@ def test_all_invalid_is_a_clear_error(tmp_path):
         _run(tmp_path, simulator=NoisyToy(nan_above=-5.0))
 
 
-@pytest.mark.slow  # ~17 s on a quiet machine; runs in CI with `make test-slow`
+@pytest.mark.slow  # 43 s at load 6 (durations of the fast suite); runs in CI with `make test-slow`
 def test_simulate_script_fills_the_cache_that_a_rerun_hits(tmp_path):
     import os
     import subprocess

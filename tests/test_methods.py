@@ -240,12 +240,42 @@ def test_wrong_estimator_family_fails_fast(method, estimator):
         (lambda: NRE(variant="a"), "method.variant"),
         (lambda: NPSE(sde_type="xx"), "method.sde_type"),
         (lambda: SNPE(num_rounds=0), "method.num_rounds"),
+        (lambda: NLE(sign_invariant=[1, 1]), "method.sign_invariant"),
+        (lambda: NLE(sign_invariant=[-1]), "method.sign_invariant"),
+        (lambda: NLE(sign_invariant=[1]).check_parameters(["a"]), "method.sign_invariant"),
     ],
 )
 def test_bad_method_settings_fail_fast(build, key):
     with pytest.raises(ValueError) as error:
         build()
     assert str(error.value).startswith(key) and "\n" not in str(error.value)
+
+
+def test_sign_invariant_likelihood_balances_the_modes_and_round_trips():
+    """x = (θ1², θ2) + noise: the true posterior puts equal mass on θ1 > 0 and θ1 < 0. The averaged
+    likelihood is exactly invariant, so the modes' masses are equal whatever the network learned,
+    and the saved posterior rebuilds with the symmetry."""
+    prior, theta, _ = _toy(600)
+    noise = torch.randn(600, 2, generator=torch.Generator().manual_seed(1))
+    x = torch.stack([theta[:, 0] ** 2, theta[:, 1]], 1) + 0.2 * noise
+    method_cfg = {"_target_": "sbilab.methods.NLE", "sample_with": "rejection", "sign_invariant": [0],
+                  "sampling": {"rejection": {"num_samples_to_find_max": 200, "num_iter_to_find_max": 5}}}
+    method = instantiate(method_cfg, _convert_="all")
+    result = train_estimator(method, MAF, theta, x, TrainerSettings(**TRAINER), seed=0)
+    posterior = method.build_posterior(result.estimator, prior)
+    x_o = torch.tensor([[1.0, 0.5]])
+    posterior.set_default_x(x_o)
+    grid = prior.sample((50,))
+    flipped = grid * torch.tensor([-1.0, 1.0])
+    torch.testing.assert_close(posterior.potential(grid), posterior.potential(flipped), rtol=0, atol=1e-4)
+    plain = NLE(sample_with="rejection").build_posterior(result.estimator, prior).set_default_x(x_o)
+    assert (plain.potential(grid) - plain.potential(flipped)).abs().max() > 1e-3  # the network alone is not
+    torch.manual_seed(0)
+    samples = posterior.sample((400,), show_progress_bars=False)
+    assert abs(float((samples[:, 0] > 0).float().mean()) - 0.5) < 0.1
+    spec = yaml.safe_load(yaml.safe_dump(posterior_spec(method_cfg, MAF, PRIOR_CFG, 2, 2)))
+    rebuilt = rebuild_posterior(spec, result.estimator.state_dict()).set_default_x(x_o)
+    torch.testing.assert_close(rebuilt.potential(grid), posterior.potential(grid), rtol=0, atol=1e-5)
 
 
 def test_mcmc_backend_without_its_package_fails_fast():

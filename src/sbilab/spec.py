@@ -167,6 +167,7 @@ def build_parts(part_configs: Mapping[str, Mapping[str, Any]], settings_seed: in
         raise ConfigError(f"prior.names={names} do not match the simulator's parameters {list(expected)} "
                           "(simulator.inferred): the prior's columns must be θ's, in the same order")
     method.check_estimator(part_configs["estimator"])
+    method.check_parameters(names)
     method.check_summary(summary)  # a learned summary (embedding_net) needs a method that conditions on x
     if ensemble_size > 1 and not method.amortised:
         raise ConfigError(f"trainer.ensemble_size={ensemble_size} is not available for "

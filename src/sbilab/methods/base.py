@@ -6,7 +6,7 @@ import importlib.util
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import asdict, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from sbi.inference.posteriors import (
     DirectPosterior,
@@ -92,6 +92,12 @@ class Method(ABC):
             return True
         return (cls.models_theta_density and estimator_cfg.get("z_score_x") != UNCONSTRAINED
                 and str(estimator_cfg.get("model")).startswith("zuko_"))
+
+    def check_parameters(self, names: Sequence[str]) -> None:
+        """Fail fast when a setting refers to a parameter θ does not have (``names``: the prior's).
+
+        No method but NLE (``sign_invariant``) has such a setting: nothing to check by default."""
+        return None
 
     def check_summary(self, summary: Any) -> None:
         """Fail fast when the summary brings a learned embedding this method cannot use."""

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         print(result.table, end="")
         print(f"\nsbilab: {result.benchmark_id}: {result.parent_summary}; parent run {result.parent_run_id}; "
               f"table in {result.output_dir / 'results.md'}")
-        missed = [f"{r.task}/{r.method} ({r.mean:.3f} > {r.target:.2f})" for r in result.results if r.verdict == "no"]
+        missed = [f"{r.task}/{r.method} ({r.mean:.4f} > {r.target:.2f})" for r in result.results if r.verdict == "no"]
         if missed:
             print(f"sbilab: targets missed: {', '.join(missed)}")
         sys.stdout.flush()

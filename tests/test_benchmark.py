@@ -76,7 +76,7 @@ def test_tiny_benchmark_records_a_finished_parent_and_child(tiny_benchmark, tmp_
     assert table == result.table == (result.output_dir / "results.md").read_text()
     header, _, row = table.splitlines()
     assert header.startswith("| task | method | estimator | c2st obs1 | c2st obs2 | c2st obs3 | mean | target | pass")
-    assert row.startswith("| two_moons | npe | nsf |") and "| 0.52 |" in row
+    assert row.startswith("| two_moons | npe | nsf_wide |") and "| 0.52 |" in row
     assert f"{np.mean(scores):.3f}" in row
     assert "two_moons" in Path(client.download_artifacts(result.parent_run_id, "benchmark/results.csv",
                                                          str(tmp_path))).read_text()
@@ -116,7 +116,7 @@ def test_a_failed_child_fails_the_parent(store, tmp_path, sbibm_files, monkeypat
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FAILED" and "1 FAILED" in parent.data.tags["sbilab.children"]
     assert [c["status"] for c in tracking.child_runs(store["uri"], result.parent_run_id)] == ["FAILED"]
-    assert "| two_moons | npe | nsf |" in result.table and "| FAILED |" in result.table
+    assert "| two_moons | npe | nsf_wide |" in result.table and "| FAILED |" in result.table
 
 
 def test_a_sequential_method_fits_once_per_observation_at_its_published_x_o(store, tmp_path, sbibm_files):

@@ -90,6 +90,6 @@ def result_line(r: JobResult) -> str:
         return f"sbilab: benchmark {r.task}/{r.method} FAILED: {r.error}"
     scores = " ".join(f"{v:.3f}" for _, v in sorted(r.c2st.items()))
     target = "" if r.target is None else f" (target {r.target:.2f}: {'met' if r.verdict == 'yes' else 'missed'})"
-    return (f"sbilab: benchmark {r.task}/{r.method}: c2st {scores}, mean {r.mean:.3f}{target}; "
+    return (f"sbilab: benchmark {r.task}/{r.method}: c2st {scores}, mean {r.mean:.4f}{target}; "
             f"train {r.times['time/train_s']:.0f}s, total {r.times['time/total_s']:.0f}s "
             f"(cpu {r.times['time/cpu_s']:.0f}s)")

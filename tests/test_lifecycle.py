@@ -24,10 +24,16 @@ def _runs(uri: str) -> list:
     return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a suite started in the background by a non-interactive shell
+    (``cmd &``) passes SIGINT on as ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _wait_for_training(uri: str, process: subprocess.Popen, timeout: float = 120) -> str:
@@ -48,7 +54,11 @@ def test_interrupted_run_is_killed_not_finished(store, tmp_path, sig, status):
     process = _start([*FOREVER, *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
     run_id = _wait_for_training(store["uri"], process)
     process.send_signal(sig)
-    process.wait(timeout=60)
+    try:
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:  # still training: do not leave it running after the failure
+            process.kill()
     assert process.returncode != 0
     run = MlflowClient(store["uri"]).get_run(run_id)
     assert run.info.status == status

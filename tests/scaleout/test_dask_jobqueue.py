@@ -37,7 +37,9 @@ def _our_jobs() -> list[str]:
 def test_workers_as_slurm_jobs_simulate_and_go_away_on_ctrl_c(slurm_env, tmp_path):
     cluster = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "dask_slurm.py"), "--jobs", "2",
                                 "--memory", "1GB", "--host", "127.0.0.1", "--wait", "180"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               # Ctrl-C as a terminal delivers it, even when the suite runs as `cmd &`
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         address = None
         for line in cluster.stdout:  # type: ignore[union-attr]

@@ -90,19 +90,29 @@ def test_weight_averaging_keeps_and_returns_the_averaged_weights():
     assert abs(_val_loss(averaged.estimator, theta[val], x[val]) - averaged.best_val_loss) < 1e-5
 
 
+class LearningRates(Callback):
+    """The optimiser's rate at the start and at the end of every training epoch."""
+
+    def __init__(self) -> None:
+        self.at_start: list[float] = []
+        self.at_end: list[float] = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.at_start.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.at_end.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
 def test_lr_decay_lowers_the_learning_rate_on_a_plateau():
     prior, theta, x = _toy(300)
-    seen: list[float] = []
-
-    class LearningRates(Callback):
-        def on_train_epoch_end(self, trainer, module) -> None:
-            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
-
+    rates = LearningRates()
     # a rate far too high for this net: the validation loss stops improving within a few epochs
     config = {**TRAINER, "learning_rate": 0.1, "max_epochs": 30, "stop_after_epochs": 30,
               "lr_decay": LrDecay(factor=0.5, patience=0, min_lr=0.0125)}
     result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x,
-                             TrainerSettings(**config), seed=0, callbacks=[LearningRates()])
+                             TrainerSettings(**config), seed=0, callbacks=[rates])
+    seen = rates.at_end
     assert seen[0] == 0.1
     assert all(later <= earlier for earlier, later in zip(seen, seen[1:]))
     assert min(seen) == 0.0125  # halved after each non-improving epoch, never below min_lr
@@ -123,20 +133,15 @@ def test_training_ends_patience_epochs_after_the_rate_reaches_its_floor():
 def test_cosine_schedule_runs_a_half_cosine_over_max_epochs_whatever_the_validation_loss():
     """``lr_decay.schedule=cosine``: rate_e = min + (lr - min)(1 + cos(pi e / E)) / 2, ending at min_lr."""
     prior, theta, x = _toy(300)
-    seen: list[float] = []
-
-    class LearningRates(Callback):
-        def on_train_epoch_start(self, trainer, module) -> None:
-            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
-
+    rates = LearningRates()
     epochs, lr, floor = 8, 0.1, 0.01  # a rate far too high: a plateau schedule would halve it at once
     config = {**TRAINER, "learning_rate": lr, "max_epochs": epochs, "stop_after_epochs": epochs,
               "lr_decay": LrDecay(schedule="cosine", factor=0.5, patience=0, min_lr=floor)}
     result = train_estimator(NPE(), {"model": "mdn", "hidden_features": 10, "num_components": 1}, theta, x,
-                             TrainerSettings(**config), seed=0, callbacks=[LearningRates()])
+                             TrainerSettings(**config), seed=0, callbacks=[rates])
     expected = [floor + (lr - floor) * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
     assert result.epochs == epochs
-    assert seen == pytest.approx(expected, rel=1e-9)
+    assert rates.at_start == pytest.approx(expected, rel=1e-9)
 
 
 def test_loaders_yield_the_batches_of_sbis_per_row_loaders():

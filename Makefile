@@ -23,7 +23,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint simulate bench benchmark sweep compare hpo register ui clean \
+.PHONY: help install train test test-slow test-all lint simulate bench bench-diagnostics benchmark sweep compare hpo register ui clean \
 	services-install server server-status server-stop server-migrate
 
 help: ## list the targets
@@ -64,6 +64,9 @@ simulate: $(STAMP) ## fill the simulation cache without training (same overrides
 
 bench: $(STAMP) ## simulation benchmark (kernel vs per-simulation loop, memory, workers)
 	$(PY) scripts/bench.py $(ARGS)
+
+bench-diagnostics: $(STAMP) ## every preset's diagnostics stage: exit, wall time, stage seconds, peak memory (own x_o and given x)
+	$(PY) scripts/bench_diagnostics.py $(ARGS)
 
 benchmark: $(STAMP) ## sbibm C2ST at 10k simulations (TASKS x METHODS, observations 1-10) into mlruns/ + outputs/benchmark/
 	$(PY) scripts/benchmark.py --tasks $(TASKS) --methods $(METHODS) $(ARGS)

@@ -30,4 +30,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as interrupt:  # between stages too: one line, never a traceback
+        entry.interrupted(interrupt)

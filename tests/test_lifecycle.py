@@ -38,31 +38,50 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 def _wait_for_training(uri: str, process: subprocess.Popen, timeout: float = 120) -> str:
     """Block until the run has logged a training epoch; return its id."""
+    return _wait_for_metric(uri, process, "train/loss", "hodgkin_huxley", timeout)
+
+
+#: a run that is in its diagnostics for minutes: NLE's rejection sampler, one x at a time, a long budget
+LONG_DIAGNOSTICS = ["experiment=two_moons", "simulation.num_simulations=300", "trainer.max_epochs=2",
+                    "diagnostics.sampler_budget.seconds=600", "diagnostics.sampler_budget.min_test_points=1000"]
+
+
+def _wait_for_metric(uri: str, process: subprocess.Popen, metric: str, experiment: str, timeout: float = 120) -> str:
+    """Block until the run has logged ``metric``; return its id."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-2000:]
-        for run in _runs(uri) if Path(uri[len("sqlite:///"):]).exists() else []:
-            if "train/loss" in run.data.metrics:
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment) if Path(uri[len("sqlite:///"):]).exists() else None
+        for run in client.search_runs([found.experiment_id]) if found is not None else []:
+            if metric in run.data.metrics:
                 return run.info.run_id
         time.sleep(0.5)
     process.kill()
-    raise AssertionError("training never started")
+    raise AssertionError(f"{metric} was never logged")
 
 
-@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, "KILLED"), (signal.SIGINT, "KILLED")])
-def test_interrupted_run_is_killed_not_finished(store, tmp_path, sig, status):
-    process = _start([*FOREVER, *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
-    run_id = _wait_for_training(store["uri"], process)
+@pytest.mark.parametrize("stage,sig", [("training", signal.SIGTERM), ("training", signal.SIGINT),
+                                       ("diagnostics", signal.SIGINT)])
+def test_interrupted_run_is_killed_with_one_line(store, tmp_path, stage, sig):
+    args, metric, experiment = [*FOREVER], "train/loss", "hodgkin_huxley"
+    if stage == "diagnostics":  # trained (val/loss_best is logged when the networks are), now sampling the test set
+        args, metric, experiment = LONG_DIAGNOSTICS, "val/loss_best", "two_moons"
+    process = _start([*args, *store["overrides"], f"paths.cache_dir={tmp_path}/cache"])
+    run_id = _wait_for_metric(store["uri"], process, metric, experiment)
     process.send_signal(sig)
     try:
-        process.wait(timeout=60)
+        _, stderr = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:  # still training: do not leave it running after the failure
+        if process.poll() is None:  # still running: do not leave it behind after the failure
             process.kill()
-    assert process.returncode != 0
+    assert process.returncode == 130
     run = MlflowClient(store["uri"]).get_run(run_id)
-    assert run.info.status == status
+    assert run.info.status == "KILLED"
     assert "interrupted" in run.data.tags["sbilab.error"]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    (line,) = [line for line in stderr.splitlines() if line.startswith("sbilab: interrupted")]
+    assert run_id in line and "KILLED" in line and "cache" in line
 
 
 def test_sigkilled_run_is_marked_failed_by_the_next_run(store, tmp_path):

@@ -132,23 +132,11 @@ def test_csv_and_npz_readers_agree(tmp_path: Path) -> None:
 
 
 def test_nwb_reader_on_a_file_written_by_pynwb(tmp_path: Path) -> None:
-    pynwb = pytest.importorskip("pynwb")
-    from datetime import datetime, timezone
-
-    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
+    pytest.importorskip("pynwb")
+    from recording_files import write_nwb
 
     npz = read_recording(ALLEN_FILE)
-    nwb = pynwb.NWBFile(session_description="Allen cell 509881736, sweep 39", identifier="allen-509881736",
-                        session_start_time=datetime(2015, 1, 1, tzinfo=timezone.utc))
-    device = nwb.create_device(name="amplifier")
-    electrode = nwb.create_icephys_electrode(name="elec0", description="patch", device=device, cell_id="509881736")
-    common = dict(electrode=electrode, rate=50_000.0, sweep_number=np.uint32(39), starting_time=0.0)
-    nwb.add_acquisition(CurrentClampSeries(name="sweep_39", data=(npz.voltage_mV * 1e-3).astype(np.float32),
-                                           gain=1.0, **common))
-    nwb.add_stimulus(CurrentClampStimulusSeries(name="stimulus_39", data=npz.current_uA * 1e-6, gain=1.0, **common))
-    path = tmp_path / "cell.nwb"
-    with pynwb.NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
+    path = write_nwb(ALLEN_FILE, tmp_path / "cell.nwb")
     recording = read_recording(path)
     np.testing.assert_allclose(recording.voltage_mV, npz.voltage_mV, rtol=1e-6)
     assert recording.step == npz.step and recording.dt_ms == pytest.approx(0.02)

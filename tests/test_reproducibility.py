@@ -12,8 +12,10 @@ from mlflow.tracking import MlflowClient
 
 from test_lifecycle import _start
 
-TINY = ["simulation.num_simulations=300", "trainer=fast", "diagnostics.enabled=false",
-        "diagnostics.num_observation_samples=500"]
+#: diagnostics on (shrunk): SBC ranks, coverage, TARP, L-C2ST and the gates must reproduce too
+TINY = ["simulation.num_simulations=300", "trainer=fast", "diagnostics=fast", "diagnostics.num_test=60",
+        "diagnostics.num_posterior_samples=60", "diagnostics.num_observation_samples=500",
+        "diagnostics.lc2st.num_trials_null=5", "diagnostics.predictive_distance.num_prior=100"]
 
 
 def _only_run(uri: str):
@@ -33,11 +35,17 @@ def test_two_processes_give_bitwise_identical_simulations_and_samples(tmp_path):
         client, run = _only_run(uri)
         samples = np.load(client.download_artifacts(run.info.run_id, "posterior_samples.npy"))
         chunks = [np.load(p) for p in sorted((root / "cache").glob("*/*.npy"))]
-        records.append((samples, chunks, run.data.metrics["val/loss_best"]))
-    (samples_a, chunks_a, loss_a), (samples_b, chunks_b, loss_b) = records
+        ranks = np.load(client.download_artifacts(run.info.run_id, "diagnostics/sbc_ranks.npy"))
+        metrics = {k: v for k, v in run.data.metrics.items()  # all but timings and memory
+                   if not k.startswith(("time/", "memory/")) and "second" not in k}
+        records.append((samples, chunks, ranks, metrics))
+    (samples_a, chunks_a, ranks_a, metrics_a), (samples_b, chunks_b, ranks_b, metrics_b) = records
     assert len(chunks_a) == len(chunks_b) > 0
     assert all(np.array_equal(a, b) for a, b in zip(chunks_a, chunks_b))
-    assert np.array_equal(samples_a, samples_b) and loss_a == loss_b
+    assert np.array_equal(samples_a, samples_b) and np.array_equal(ranks_a, ranks_b)
+    assert "sbc/ks_pvalue/gbar_Na" in metrics_a and "tarp/atc" in metrics_a and "lc2st/pvalue" in metrics_a
+    differing = sorted(k for k in metrics_a if metrics_a[k] != metrics_b.get(k))
+    assert not differing, [(k, metrics_a[k], metrics_b.get(k)) for k in differing]  # every diagnostic and gate
 
 
 @pytest.mark.slow  # ~40 s on a quiet machine; runs in CI with `make test-slow`

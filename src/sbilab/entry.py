@@ -47,11 +47,28 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
+#: exit code after Ctrl-C (128 + SIGINT), as a shell reports it
+INTERRUPTED_EXIT = 130
+
+
+def interrupted(error: KeyboardInterrupt) -> NoReturn:
+    """One line for Ctrl-C/SIGTERM (no traceback): which run is KILLED and how to resume; exit 130."""
+    run_id = getattr(error, "run_id", None)
+    if run_id is None:
+        print("sbilab: interrupted before a run was opened: nothing was recorded", file=sys.stderr)
+    else:
+        print(f"sbilab: interrupted: run {run_id} is KILLED; run the same command again to resume: simulations "
+              f"already finished come from the cache (paths.cache_dir)", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
+
+
 def guarded(task: Callable[[], int | None]) -> int:
-    """Run ``task``; bad input → one line and exit 2."""
+    """Run ``task``; bad input → one line and exit 2; Ctrl-C → one line and exit 130."""
     try:
         return task() or 0
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt as error:
+        interrupted(error)
+    except SystemExit:
         raise
     except Exception as error:
         message = user_error_message(error)

@@ -17,3 +17,11 @@ class ObservationError(UserInputError):
 
 class TrackingError(UserInputError):
     """The MLflow store cannot be reached or initialised (``tracking.uri``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a run was open; the run is closed KILLED (``run_id``) before this is raised."""
+
+    def __init__(self, run_id: str, reason: str = "") -> None:
+        super().__init__(reason or "interrupted")
+        self.run_id = run_id

@@ -31,9 +31,11 @@ from torch import Tensor
 
 from sbilab import tracking
 from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsResult, DiagnosticsSeeds, compute_diagnostics
+from sbilab.diagnostics.gates import explain_failures
 from sbilab.diagnostics.predictive_distance import StandardizedDistanceResult, standardized_distance
 from sbilab.diagnostics.sampling import posterior_log_prob_batched
 from sbilab.ensemble import ensemble_members, ensemble_posterior
+from sbilab.memory import PeakMemory
 from sbilab.plots.diagnostics import diagnostic_figures
 from sbilab.plots.posterior import pairplot, predictive_traces, recording_overlay
 from sbilab.plots.report import diagnostics_report
@@ -71,6 +73,7 @@ class RunResult:
     gates: Optional[str]
     metrics: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # plain words for the person who ran it (misspecification)
+    explanation: list[str] = field(default_factory=list)  # the worst failed gates and what helps; what was cut
 
 
 @dataclass
@@ -91,6 +94,13 @@ class Diagnosis:
     def warnings(self) -> list[str]:
         return [] if self.calibration is None else self.calibration.warnings()
 
+    @property
+    def explanation(self) -> list[str]:
+        """What the terminal shows beside the verdict: the worst failed gates and what was cut."""
+        if self.calibration is None:
+            return []
+        return [*explain_failures(self.calibration.gates), *self.calibration.cuts]
+
 
 # -- the run ----------------------------------------------------------------------------------------
 
@@ -110,7 +120,8 @@ def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         record(recorder, spec, fitted, diagnosis)
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
         metrics = {**fitted.networks.metrics(), **diagnosis.metrics}
-        return RunResult(recorder.run_id, recorder.experiment_id, diagnosis.verdict, metrics, diagnosis.warnings)
+        return RunResult(recorder.run_id, recorder.experiment_id, diagnosis.verdict, metrics, diagnosis.warnings,
+                         diagnosis.explanation)
 
 
 @contextmanager
@@ -239,19 +250,28 @@ def diagnose(spec: RunSpec, posterior: Any) -> Diagnosis:
     diagnosis = Diagnosis(samples=samples, metrics=observation_metrics(posterior, samples, spec),
                           predictive_traces=simulate_predictive_traces(spec, samples))
     if spec.diagnostics.enabled:
-        started = time.perf_counter()
-        predictive_x = simulate_predictive(spec, samples)
-        if spec.diagnostics.predictive_distance.enabled:
-            prior_x = simulate(spec, "prior-predictive", spec.diagnostics.predictive_distance.num_prior).x
-            diagnosis.predictive_distance = standardized_distance(predictive_x, observation.x, prior_x)
-            diagnosis.metrics.update(diagnosis.predictive_distance.metrics())
-        diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc])
-        diagnosis.metrics.update(test.metrics("test_"))
-        diagnosis.metrics.update(diagnosis.calibration.metrics)
-        diagnosis.metrics.update({f"time/diagnose/{step}_s": seconds  # what each statistic costs
-                                  for step, seconds in diagnosis.calibration.timings.items() if step != "total"})
-        diagnosis.metrics["time/diagnose_s"] = time.perf_counter() - started
+        with PeakMemory() as memory:
+            calibrate_and_measure(spec, posterior, diagnosis)
+        diagnosis.metrics.update({"memory/diagnose_peak_mb": memory.peak_mb,
+                                  "memory/diagnose_beyond_start_mb": memory.beyond_start_mb})
     return diagnosis
+
+
+def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis) -> None:
+    """The predictive distance at x_o and calibration on held-out simulations, into ``diagnosis``."""
+    observation, samples = spec.observation, diagnosis.samples
+    started = time.perf_counter()
+    predictive_x = simulate_predictive(spec, samples)
+    if spec.diagnostics.predictive_distance.enabled:
+        prior_x = simulate(spec, "prior-predictive", spec.diagnostics.predictive_distance.num_prior).x
+        diagnosis.predictive_distance = standardized_distance(predictive_x, observation.x, prior_x)
+        diagnosis.metrics.update(diagnosis.predictive_distance.metrics())
+    diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc])
+    diagnosis.metrics.update(test.metrics("test_"))
+    diagnosis.metrics.update(diagnosis.calibration.metrics)
+    diagnosis.metrics.update({f"time/diagnose/{step}_s": seconds  # what each statistic costs
+                              for step, seconds in diagnosis.calibration.timings.items() if step != "total"})
+    diagnosis.metrics["time/diagnose_s"] = time.perf_counter() - started
 
 
 def observation_metrics(posterior: Any, samples: Tensor, spec: RunSpec) -> dict[str, float]:

@@ -20,6 +20,9 @@ from sbilab.diagnostics.sampling import as_float_tensor, call_with_supported_kwa
 from sbilab.diagnostics.settings import DiagnosticsSeeds, DiagnosticsSettings
 from sbilab.rng import seeded
 
+#: fewest test points L-C2ST's classifiers train on (its MLP holds out 10 % of 2N pairs, both classes in it)
+LC2ST_MIN_POINTS = 20
+
 
 def log_prob_at_observation(posterior: Any, theta_o: Any, x_o: Any, *, seed: int) -> tuple[float, str]:
     """``log q(θ_o | x_o)`` and how it was computed: the normalised ``log_prob`` when the posterior
@@ -89,7 +92,10 @@ def check_observation(inputs: DiagnosticsInputs, settings: DiagnosticsSettings, 
         out.metrics.update(out.misspecification.metrics())
         out.arrays.update(out.misspecification.arrays())
         laps("misspecification")
-    if settings.lc2st.enabled:
+    if settings.lc2st.enabled and draws.num_points < LC2ST_MIN_POINTS:
+        notes.append(f"lc2st: not computed: {draws.num_points} test points, its classifiers need "
+                     f"{LC2ST_MIN_POINTS} (diagnostics.num_test, diagnostics.sampler_budget)")
+    elif settings.lc2st.enabled:
         if samples is None:
             samples = sample_at_observation(inputs.posterior, x_o, settings.num_observation_samples,
                                             seed=seeds.observation_samples)

@@ -1,8 +1,11 @@
 """Sample once: posterior samples and log-probs for the whole test set, drawn one time.
 
 Every set-level diagnostic (SBC, coverage, TARP, recovery, L-C2ST) reads the one
-:class:`TestSetDraws` made here instead of sampling again. Sampling and log-probs run
-inside ``sbilab.rng.seeded(seed)``, so the caller's random streams are left untouched.
+:class:`TestSetDraws` made here instead of sampling again. An amortised posterior samples the
+test set in batches; any other sampler one x at a time within a time budget
+(:mod:`sbilab.diagnostics.per_point`), with fewer test points when the budget says so.
+Sampling and log-probs run inside ``sbilab.rng.seeded(seed)``, so the caller's random streams
+are left untouched.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from typing import Any, Optional
 import numpy as np
 from torch import Tensor
 
+from sbilab.diagnostics.per_point import PerPointPlan, is_amortised, sample_per_point
 from sbilab.diagnostics.sampling import (
     drop_nonfinite_rows,
     posterior_log_prob_batched,
     sample_posterior_batched,
     unsampled_points,
 )
+from sbilab.diagnostics.settings import SamplerBudgetSettings
 from sbilab.rng import seeded
 
 
@@ -38,6 +43,8 @@ class TestSetDraws:
     finite_x: Tensor  # [N', d] every finite test x (also the points dropped for leakage): the prior predictive
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    plan: Optional[PerPointPlan] = None  # how a sampler that is not amortised was sized (None: batched)
+    cut: Optional[str] = None  # what its budget cut, in words (also in notes)
 
     @property
     def num_points(self) -> int:
@@ -56,12 +63,14 @@ def draw_test_set(
     *,
     seed: int,
     chunk_size: Optional[int] = None,
+    sampler_budget: SamplerBudgetSettings = SamplerBudgetSettings(),
 ) -> TestSetDraws:
     """Drop non-finite test rows, draw ``num_samples`` posterior samples per row and evaluate
     the log-probs of the samples and of the true θ, all under one seed.
 
     Test points where the flow leaks (almost) all its mass out of the prior get no samples
-    and are dropped with a warning and a note.
+    and are dropped with a warning and a note. A posterior that is not amortised is sampled
+    one x at a time, on as many test points as ``sampler_budget`` allows (noted when cut).
     """
     notes: list[str] = []
     timings: dict[str, float] = {}
@@ -69,11 +78,20 @@ def draw_test_set(
     theta, x, indices, num_dropped = clean.theta, clean.x, clean.indices, clean.num_dropped
     if num_dropped:
         notes.append(f"dropped {num_dropped} non-finite test rows")
-    if theta.shape[0] < 100:
-        notes.append(f"only {theta.shape[0]} test points: calibration diagnostics are noisy")
     t = time.perf_counter()
+    plan, cut = None, None
     with seeded(seed):
-        samples = sample_posterior_batched(posterior, x, num_samples, chunk_size=chunk_size)
+        if is_amortised(posterior):
+            samples = sample_posterior_batched(posterior, x, num_samples, chunk_size=chunk_size)
+        else:
+            budget = sampler_budget
+            samples, plan = sample_per_point(posterior, x, num_samples, budget_seconds=budget.seconds,
+                                             max_samples=budget.max_samples, min_points=budget.min_test_points,
+                                             pinned_points=budget.test_points)
+            theta, x, indices = theta[: plan.num_points], x[: plan.num_points], indices[: plan.num_points]
+            if plan.reduced:
+                cut = plan.note(budget.seconds, budget.min_test_points)
+                notes.append(cut)
         missing = unsampled_points(samples)
         if missing.any():  # the flow leaks (almost) all its mass out of the prior there
             keep = ~missing
@@ -87,5 +105,8 @@ def draw_test_set(
         lp_samples = posterior_log_prob_batched(posterior, samples, x, chunk_size=chunk_size)
         lp_true = posterior_log_prob_batched(posterior, theta[None], x, chunk_size=chunk_size)[0]
     timings["log_prob"] = time.perf_counter() - t
+    if theta.shape[0] < 100:
+        notes.append(f"only {theta.shape[0]} test points: calibration diagnostics are noisy")
     return TestSetDraws(theta=theta, x=x, samples=samples, log_prob_samples=lp_samples, log_prob_true=lp_true,
-                        indices=indices, num_dropped=num_dropped, finite_x=clean.x, timings=timings, notes=notes)
+                        indices=indices, num_dropped=num_dropped, finite_x=clean.x, timings=timings, notes=notes,
+                        plan=plan, cut=cut)

@@ -198,3 +198,49 @@ def coverage_noise_floor(num_test_points: int, confidence: float = 0.99) -> floa
     from scipy.stats import kstwo
 
     return float(kstwo.ppf(confidence, max(int(num_test_points), 1)))
+
+
+#: what usually helps, by the kind of gate that failed (the first kind among the worst failures speaks)
+ADVICE = {
+    "c2st": "the posterior is far from the reference: more simulations (simulation.num_simulations=...), "
+            "another estimator (estimator=nsf) or a training that stops on the validation loss (trainer=default)",
+    "lc2st": "the posterior is off at this observation: more simulations near it (simulation.num_simulations=...), "
+             "a posterior ensemble (trainer.ensemble_size=5) or another estimator (estimator=nsf)",
+    "calibration": "the posterior is miscalibrated over the prior: more simulations (simulation.num_simulations=...), "
+                   "a posterior ensemble (trainer.ensemble_size=5, wider where members disagree), another estimator "
+                   "(estimator=nsf) or trainer=default (stops on the validation loss)",
+}
+
+
+def margin(check: GateCheck) -> float:
+    """How far a check is on the wrong side of its threshold, relative to it (NaN: infinitely far)."""
+    if not math.isfinite(check.value):
+        return math.inf
+    value = abs(check.value) if check.comparison == "abs<=" else check.value
+    gap = check.threshold - value if check.comparison == ">=" else value - check.threshold
+    return gap / max(abs(check.threshold), 1e-12)
+
+
+def rule_text(check: GateCheck) -> str:
+    """``|tarp/atc| <= 0.05`` style: the rule a check applies."""
+    name = f"|{check.name}|" if check.comparison == "abs<=" else check.name
+    return f"{name} {'>=' if check.comparison == '>=' else '<='} {check.threshold:.3g}"
+
+
+def worst_failures(report: GateReport, limit: int = 3) -> list[GateCheck]:
+    """The failed checks furthest from their thresholds, worst first."""
+    return sorted(report.failed, key=margin, reverse=True)[:limit]
+
+
+def explain_failures(report: GateReport, limit: int = 3) -> list[str]:
+    """Lines for the terminal: the worst failed gates (value, rule, margin), then what usually helps."""
+    failed = worst_failures(report, limit)
+    if not failed:
+        return []
+    lines = [f"{len(report.failed)} of {len(report.checks)} gates failed; worst:"]
+    for check in failed:
+        beyond = "value is NaN" if not math.isfinite(check.value) else f"{margin(check):.0%} beyond"
+        lines.append(f"  {check.name} = {check.value:.3g} (rule {rule_text(check)}; {beyond})")
+    kind = failed[0].name.split("/")[0]
+    lines.append("what usually helps: " + ADVICE.get(kind if kind in ADVICE else "calibration", ADVICE["calibration"]))
+    return lines

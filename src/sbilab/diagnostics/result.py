@@ -48,6 +48,7 @@ class DiagnosticsResult:
     lc2st_nf: Optional[LC2STResult] = None
     misspecification: Optional[MisspecificationResult] = None
     notes: list[str] = field(default_factory=list)
+    cuts: list[str] = field(default_factory=list)  # what a per-x sampler's budget cut (also in notes): printed
 
     @property
     def verdict(self) -> str:
@@ -72,7 +73,9 @@ class DiagnosticsResult:
         assert self.misspecification is not None
         p_values = ", ".join(f"{k.split('/')[-1]} = {v:.3g}" for k, v in self.misspecification.p_values.items())
         return [f"the observation does not look like anything the simulator produces ({p_values}); "
-                "the posterior is an extrapolation: do not trust it without a better model"]
+                "the posterior is an extrapolation: do not trust it without a better model. What usually helps: "
+                "check x_o's units and preprocessing against the simulator's statistics, widen the prior, or add the "
+                "mechanism the simulator misses; the run's description lists each test"]
 
     def gates_dict(self) -> dict[str, Any]:
         """JSON form of the gates, for ``diagnostics/gates.json``."""

@@ -12,7 +12,7 @@ Light on purpose (no torch, no sbi): config checks import it before any heavy wo
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from sbilab.diagnostics.gates import GateThresholds
 from sbilab.errors import ConfigError
@@ -59,6 +59,25 @@ class PredictiveDistanceSettings:
 
 
 @dataclass(frozen=True)
+class SamplerBudgetSettings:
+    """Calibration of a posterior that is not amortised (MCMC, rejection, importance, VI).
+
+    Such a sampler runs anew for every test x (``sbilab.diagnostics.per_point``): the test points
+    are cut to what ``seconds`` of sampling allow (timed on a pilot), or pinned by ``test_points``.
+    """
+
+    #: seconds of test-set sampling (with the x_o samples, L-C2ST and the rest: the stage stays under 5 min)
+    seconds: float = setting(120.0, "a number > 0", lambda value: value > 0)
+    #: samples per test point (and the chains' cap): SBC ranks and coverage need hundreds, not thousands
+    max_samples: int = setting(200, INT_GE_1, at_least(1))
+    #: no fewer test points than this while they fit the time (the time wins; a note says so)
+    min_test_points: int = setting(20, INT_GE_1, at_least(1))
+    #: a fixed number of test points instead of the timed choice (null: chosen by the pilot)
+    test_points: Optional[int] = setting(None, "an integer >= 1, or null to choose by time",
+                                         lambda value: value is None or value >= 1)
+
+
+@dataclass(frozen=True)
 class DiagnosticsSettings:
     """What the diagnostics compute and how much (``conf/diagnostics/*.yaml``, typed)."""
 
@@ -76,6 +95,7 @@ class DiagnosticsSettings:
     lc2st: LC2STSettings = group(LC2STSettings)
     misspecification: MisspecificationSettings = group(MisspecificationSettings)
     predictive_distance: PredictiveDistanceSettings = group(PredictiveDistanceSettings)
+    sampler_budget: SamplerBudgetSettings = group(SamplerBudgetSettings)
     thresholds: GateThresholds = group(GateThresholds, "a mapping of gate thresholds (a number or null each)")
 
     def __post_init__(self) -> None:

@@ -72,7 +72,7 @@ def compute_diagnostics(
     num_params = as_float_tensor(inputs.test_theta).reshape(len(inputs.test_theta), -1).shape[1]
     names = parameter_names(inputs.parameter_names, num_params)
     draws = draw_test_set(inputs.posterior, inputs.test_theta, inputs.test_x, settings.num_posterior_samples,
-                          seed=seeds.sampling, chunk_size=chunk_size)
+                          seed=seeds.sampling, chunk_size=chunk_size, sampler_budget=settings.sampler_budget)
     laps.timings.update(draws.timings)  # "sampling" and "log_prob"
     laps.skip()
     notes = list(draws.notes)
@@ -91,7 +91,8 @@ def compute_diagnostics(
     metrics: dict[str, float] = {**sbc.metrics(), **coverage.metrics(), **tarp.metrics(),
                                  "diagnostics/num_test_points": float(draws.num_points),
                                  "diagnostics/dropped_test_points": float(draws.num_dropped),
-                                 **central.metrics(), **recovery.metrics()}
+                                 **central.metrics(), **recovery.metrics(),
+                                 **(draws.plan.metrics() if draws.plan is not None else {})}
     arrays: dict[str, np.ndarray] = {
         **sbc.arrays(), **coverage.arrays(), **tarp.arrays(), **recovery.arrays(),
         "diagnostics/test_indices.npy": draws.indices.astype(np.int64),
@@ -120,8 +121,9 @@ def compute_diagnostics(
     return DiagnosticsResult(
         metrics=metrics, arrays=arrays, gates=gates, timings=laps.timings, parameter_names=names,
         num_test_points=draws.num_points, num_dropped=draws.num_dropped,
-        num_posterior_samples=settings.num_posterior_samples, seeds=seeds, sbc=sbc, coverage=coverage,
+        num_posterior_samples=draws.num_samples, seeds=seeds, sbc=sbc, coverage=coverage,
         central_coverage=central, tarp=tarp, recovery=recovery, ppc=observation.ppc, c2st=observation.c2st,
         observed_samples=observation.observed_samples, lc2st=observation.lc2st, lc2st_nf=observation.lc2st_nf,
         misspecification=observation.misspecification, notes=notes,
+        cuts=[draws.cut] if draws.cut else [],
     )

@@ -44,8 +44,12 @@ def train_and_report(spec: RunSpec, parent_run_id: Optional[str] = None,
     print(f"sbilab: run {result.run_id} FINISHED (experiment {result.experiment_id})")
     if result.gates is not None:
         print(f"sbilab: calibration gates: {result.gates.upper()}")
+    for line in result.explanation:
+        print(f"sbilab: {line}")
     for warning in result.warnings:
         print(f"sbilab: WARNING: {warning}")
+    if result.gates == "fail" or result.warnings:
+        print("sbilab: the run's description lists every gate with its value and threshold")
     print(f"sbilab: open it with `make ui`, then {ui_hint(spec.tracking.uri, result.experiment_id, result.run_id)}")
     sys.stdout.flush()
     if strict_failure:

@@ -60,7 +60,8 @@ class FittedVIPosterior(VIPosterior):
         trained = self._trained_on
         if trained is None or trained.shape != x.shape or bool((trained != x).any()):
             self.set_default_x(x)
-            self.train(x=x, **self._train_kwargs)
+            with torch.enable_grad():  # fitting q needs gradients, also when the caller evaluates under no_grad
+                self.train(x=x, **self._train_kwargs)
 
     def sample(self, sample_shape: Any = torch.Size(), x: Optional[Tensor] = None,
                show_progress_bars: bool = True) -> Tensor:

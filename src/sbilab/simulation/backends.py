@@ -8,6 +8,7 @@ on its (θ, per-index seeds), never on the backend that ran it.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterator, Sequence
@@ -42,7 +43,7 @@ class LocalProcessBackend(Backend):
     def __init__(self, num_workers: int) -> None:
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         self.executor: Executor = ProcessPoolExecutor(
-            max_workers=num_workers, mp_context=multiprocessing.get_context(method), initializer=_single_thread
+            max_workers=num_workers, mp_context=multiprocessing.get_context(method), initializer=_worker_init
         )
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
@@ -58,7 +59,10 @@ class LocalProcessBackend(Backend):
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _single_thread() -> None:
+def _worker_init() -> None:
+    """One torch thread per worker; Ctrl-C is the parent's to handle (it cancels the pool and marks the run
+    KILLED), so a terminal's SIGINT to the whole process group prints no traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 

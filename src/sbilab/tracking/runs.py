@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
-from sbilab.errors import TrackingError
+from sbilab.errors import RunInterrupted, TrackingError
 from sbilab.tracking.redaction import scrub, scrub_values
 from sbilab.tracking.standard_tags import mark_model_training
 from sbilab.tracking.store import close_run, init_store, mark_stale_runs, server_outage
@@ -169,9 +169,11 @@ def start_run(
     previous = _install_sigterm_handler()
     try:
         yield recorder
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         close_run(client, recorder.run_id, RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)", uri=uri)
-        raise
+        if isinstance(interrupt, RunInterrupted):  # a nested run's: the outer one is closed, its id kept
+            raise
+        raise RunInterrupted(recorder.run_id, str(interrupt)) from None
     except BaseException as error:
         outage = server_outage(uri)
         if outage is None:

@@ -1,0 +1,85 @@
+"""Diagnostics of posteriors that are not amortised: sampled one x at a time, within a time budget;
+and the terminal's account of failed gates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sbi.inference import NLE
+from sbi.utils import BoxUniform
+
+from sbilab.diagnostics.draws import draw_test_set
+from sbilab.diagnostics.gates import GateCheck, GateReport, explain_failures, margin
+from sbilab.diagnostics.per_point import PILOT_POINTS, is_amortised, points_for_budget
+from sbilab.diagnostics.settings import SamplerBudgetSettings
+
+
+@pytest.fixture(scope="module")
+def nle_problem():
+    """A 2-D NLE trained a few epochs (quality is not the point: the samplers must run on the test set)."""
+    torch.manual_seed(0)
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    theta = prior.sample((500,))
+    x = theta + 0.3 * torch.randn_like(theta)
+    inference = NLE(prior, show_progress_bars=False)
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=30, show_train_summary=False)
+    test_theta = prior.sample((4,))
+    return inference, estimator, test_theta, test_theta + 0.3 * torch.randn_like(test_theta)
+
+
+@pytest.mark.parametrize("sample_with", ["rejection", "importance"])  # MCMC of each kind: test_method_matrix
+def test_every_sampler_draws_the_test_set(nle_problem, sample_with):
+    inference, estimator, theta, x = nle_problem
+    posterior = inference.build_posterior(estimator, sample_with=sample_with)
+    assert not is_amortised(posterior)
+    # the rejection sampler's bound search needs gradients: the test set is sampled as at x_o, not under no_grad
+    budget = SamplerBudgetSettings(seconds=1e6, max_samples=30, min_test_points=4)
+    draws = draw_test_set(posterior, theta, x, 100, seed=3, sampler_budget=budget)
+    assert draws.samples.shape == (30, 4, 2) and torch.isfinite(draws.samples).all()
+    assert draws.plan is not None and draws.plan.num_points == 4 and draws.plan.reduced  # 30 of 100 samples
+    assert draws.log_prob_samples.shape == (30, 4)
+    if sample_with == "importance":  # seeded: the same numbers (the others cost seconds per x)
+        again = draw_test_set(posterior, theta, x, 100, seed=3, sampler_budget=budget)
+        assert torch.equal(draws.samples, again.samples)
+
+
+def test_budget_cuts_the_test_points_and_says_so(nle_problem):
+    inference, estimator, theta, x = nle_problem
+    posterior = inference.build_posterior(estimator, sample_with="importance")
+    pinned = SamplerBudgetSettings(max_samples=20, test_points=3)
+    draws = draw_test_set(posterior, theta, x, 20, seed=0, sampler_budget=pinned)
+    assert draws.num_points == 3 and draws.theta.shape == (3, 2)
+    assert any("3 of 4 test points" in note for note in draws.notes)
+    # the first points get the same samples whatever the cut: one seeded stream, points in order
+    more = draw_test_set(posterior, theta, x, 20, seed=0, sampler_budget=SamplerBudgetSettings(max_samples=20,
+                                                                                               test_points=4))
+    assert torch.equal(draws.samples, more.samples[:, :3])
+
+
+def test_points_for_budget_respects_time_first():
+    assert points_for_budget(0.01, 120, 1000, 20) == 1000  # fits: every point
+    assert points_for_budget(0.5, 120, 1000, 20) == 200  # 240 affordable: the ladder step below
+    assert points_for_budget(4.0, 120, 1000, 20) == 30  # 30 affordable
+    assert points_for_budget(7.0, 120, 1000, 20) == 17  # 17 affordable, below the minimum: time wins over 20
+    assert points_for_budget(500.0, 120, 1000, 20) == PILOT_POINTS  # never fewer than the pilot already drew
+    assert points_for_budget(5.0, 120, 10, 20) == 10
+
+
+def test_failed_gates_are_named_worst_first_with_rule_and_margin():
+    report = GateReport(checks=[
+        GateCheck("sbc/ks_pvalue/a", 0.5, 0.01, ">=", True),
+        GateCheck("coverage/error", 0.08, 0.05, "<=", False),
+        GateCheck("tarp/atc", -0.2, 0.05, "abs<=", False),
+        GateCheck("c2st", 0.62, 0.6, "<=", False),
+        GateCheck("lc2st/pvalue", math.nan, 0.01, ">=", False),
+    ])
+    lines = explain_failures(report)
+    assert lines[0] == "4 of 5 gates failed; worst:"
+    assert [line.split()[0] for line in lines[1:4]] == ["lc2st/pvalue", "tarp/atc", "coverage/error"]
+    assert "rule |tarp/atc| <= 0.05; 300% beyond" in lines[2]
+    assert "value is NaN" in lines[1]
+    assert lines[4].startswith("what usually helps: ") and "simulation.num_simulations" in lines[4]
+    assert margin(GateCheck("c2st", 0.62, 0.6, "<=", False)) == pytest.approx(0.0333, abs=1e-3)
+    assert explain_failures(GateReport(checks=[GateCheck("c2st", 0.5, 0.6, "<=", True)])) == []

@@ -50,8 +50,9 @@ train: $(STAMP) ## run the default experiment (the HH tutorial) into mlruns/
 test: $(STAMP) ## fast test suite
 	$(PY) -m pytest -q $(ARGS)
 
-test-slow: $(STAMP) ## only the tests marked slow
-	$(PY) -m pytest -q -m slow $(ARGS)
+test-slow: $(STAMP) ## only the tests marked slow (two files at a time, then the scale-out services one at a time)
+	$(PY) -m pytest -q -m slow -n $(JOBS) --dist loadfile --ignore=tests/scaleout $(ARGS)
+	$(PY) -m pytest -q -m slow tests/scaleout $(ARGS)
 
 test-all: $(STAMP) ## every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)

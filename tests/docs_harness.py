@@ -41,13 +41,18 @@ SHELL_BLOCKS = ("bash", "sh", "shell", "console", "plain")  # plain: a fence wit
 FAILS_MARK = "fails here:"
 
 #: appended to every command that trains (make train/sweep/simulate, scripts/train.py): nothing switched off
-TINY_RUN = ("simulation.num_simulations=300 trainer.max_epochs=2 trainer.ensemble_size=1 diagnostics=fast "
+#: (keys only, no group choice: a rerun from a recorded config.yaml has no config groups to choose from)
+TINY_RUN = ("simulation.num_simulations=300 trainer.max_epochs=2 trainer.ensemble_size=1 "
             "diagnostics.num_test=50 diagnostics.num_posterior_samples=50 diagnostics.num_observation_samples=300 "
-            "diagnostics.num_ppc=20 diagnostics.sampler_budget.seconds=5 diagnostics.sampler_budget.min_test_points=10 "
-            "diagnostics.lc2st.num_trials_null=5 diagnostics.predictive_distance.num_prior=100")
-#: make benchmark: each task's fit shrunk, one sbibm observation (7: the one docs/benchmark.md reloads) on 500 samples
+            "diagnostics.num_ppc=20 diagnostics.tarp_num_bootstrap=50 diagnostics.sampler_budget.seconds=5 "
+            "diagnostics.sampler_budget.min_test_points=10 diagnostics.lc2st.num_trials_null=5 "
+            "diagnostics.misspecification.mmd_num_shuffles=200 diagnostics.misspecification.mmd_max_samples=100 "
+            "diagnostics.misspecification.logprob_max_epochs=50 diagnostics.predictive_distance.num_prior=100")
+#: make benchmark: each task's fit shrunk, one sbibm observation (7: the one docs/benchmark.md reloads) on 500 samples,
+#: 50 MCMC chains
 TINY_BENCHMARK = ("simulation.num_simulations=300 trainer.max_epochs=2 trainer.ensemble_size=1 benchmark.score=[7] "
-                  "diagnostics.num_observation_samples=500")
+                  "diagnostics.num_observation_samples=500 method.sampling.mcmc.num_chains=50 "
+                  "method.sampling.mcmc.warmup_steps=20")
 #: make hpo: two trials of the tiny run
 TINY_HPO = f"hpo.n_trials=2 {TINY_RUN}"
 
@@ -218,7 +223,9 @@ def runnable(line: DocLine, workspace: Workspace) -> str:
         return shlex.join(["make", "-s", *words[1:]])
     if words[0] in ("python", ".venv/bin/python") and len(words) > 1 and words[1].endswith(".py"):
         script = Path(words[1]).name
-        extra = [*_extra_for(script), *workspace.store_overrides()]
+        extra = []
+        if words[1].startswith("scripts/"):  # sbilab's entry scripts take overrides; research/ scripts do not
+            extra = [*_extra_for(script), *workspace.store_overrides()]
         if script in ("train.py", "simulate.py"):
             extra += workspace.hydra_overrides()
         words = [str(ROOT / ".venv" / "bin" / "python"), *words[1:], *extra]
@@ -291,3 +298,50 @@ def wait_for_http(url: str, exited: Callable[[], Optional[int]], timeout: float)
             time.sleep(0.5)
     return False
 
+
+
+def local_lines(lines: list[DocLine]) -> list[DocLine]:
+    """The lines this machine runs (``local`` and ``serve``)."""
+    return [line for line in lines if rule_for(line) is not None and rule_for(line).kind in ("local", "serve")]
+
+
+def make_workspace(root: Path) -> Workspace:
+    """A store with what the doc lines' placeholders name: a run, a sweep, the run's config, an NWB file."""
+    from mlflow.tracking import MlflowClient
+
+    from recording_files import write_nwb
+    from sbilab.recordings.allen import CELLS, SHIPPED_DIRECTORY, cell_file_name
+
+    space = Workspace(root)
+    made = run_line(DocLine("tests/docs_harness.py", 0, "make train", ""), space)
+    assert made.returncode == 0, made.stderr[-2000:]
+    space.run_id = re.search(r"sbilab: run (\w+) FINISHED", made.stdout).group(1)
+    swept = run_line(DocLine("tests/docs_harness.py", 0, 'make sweep SWEEP="seed=0,1"', ""), space)
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    client = MlflowClient(space.sqlite_uri)
+    (space.sweep_id,) = {r.data.tags["mlflow.parentRunId"] for e in client.search_experiments()
+                         for r in client.search_runs([e.experiment_id]) if "mlflow.parentRunId" in r.data.tags}
+    space.config_dir = str(Path(client.download_artifacts(space.run_id, "config.yaml", str(space.root))).parent)
+    space.nwb_file = str(write_nwb(SHIPPED_DIRECTORY / cell_file_name(next(iter(CELLS))), space.root / "cell.nwb"))
+    return space
+
+
+def benchmark_run(space: Workspace) -> str:
+    """A finished benchmark run of the workspace that scored observation 7 (a benchmark line ran before)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(space.sqlite_uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+            if "c2st/obs_7" in r.data.metrics and r.info.status == "FINISHED"]
+    assert runs, "no benchmark run scored observation 7 yet (the benchmark lines run first, in doc order)"
+    return runs[0].info.run_id
+
+
+def check_line(space: Workspace, line: DocLine) -> None:
+    """Run ``line``; fail with where it is, what ran and what it printed unless it did what the doc says."""
+    if "<benchmark run id>" in line.command:
+        space.benchmark_run_id = benchmark_run(space)
+    outcome = run_line(line, space, timeout=1400)
+    assert outcome.problem() is None, f"{outcome.problem()}\n(ran: {outcome.command}, {outcome.seconds:.0f} s)"
+    if not line.fails_here and line.command.startswith("make train"):
+        assert "FINISHED" in outcome.stdout and "calibration gates:" in outcome.stdout, outcome.stdout[-2000:]

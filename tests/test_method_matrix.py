@@ -21,8 +21,8 @@ METHODS = {
 }
 AMORTISED = ("npe", "snpe", "fmpe", "npse")
 #: shrunk budgets, no stage off: the test set is sampled (per x for MCMC/rejection/VI/importance), gated, recorded
-TINY = ["simulation.num_simulations=300", "trainer=fast", "diagnostics=fast", "diagnostics.num_test=50",
-        "diagnostics.num_posterior_samples=50", "diagnostics.num_observation_samples=200", "diagnostics.num_ppc=10",
+TINY = ["simulation.num_simulations=300", "trainer=fast", "diagnostics=fast", "diagnostics.num_test=30",
+        "diagnostics.num_posterior_samples=30", "diagnostics.num_observation_samples=200", "diagnostics.num_ppc=10",
         "diagnostics.sampler_budget.seconds=3", "diagnostics.sampler_budget.min_test_points=10",
         "diagnostics.lc2st.num_trials_null=5", "diagnostics.predictive_distance.num_prior=100"]
 
@@ -52,10 +52,10 @@ def test_method_runs_end_to_end(store, tmp_path, simulator, method):
     assert run_record.data.tags["sbilab.gates"] in ("pass", "fail")
     metrics = run_record.data.metrics
     if method in AMORTISED:  # batched: every test point (less those a leaking flow could not sample)
-        assert metrics["diagnostics/num_test_points"] + metrics["diagnostics/dropped_test_points"] == 50
+        assert metrics["diagnostics/num_test_points"] + metrics["diagnostics/dropped_test_points"] == 30
         assert "diagnostics/sampler_seconds_per_point" not in metrics
     else:  # a per-x sampler: what its 3 s allow, at least the timed pilot's 2
-        assert metrics["diagnostics/num_test_points"] >= 2 and metrics["diagnostics/samples_per_point"] == 50
+        assert metrics["diagnostics/num_test_points"] >= 2 and metrics["diagnostics/samples_per_point"] == 30
 
 
 #: every sampler a potential-based method can use, and an ensemble of NLE networks (sampled as their mixture)
@@ -87,6 +87,6 @@ def test_every_sampler_runs_the_diagnostics(store, tmp_path, sampler):
     assert run_record.data.tags["sbilab.gates"] in ("pass", "fail")
     metrics = run_record.data.metrics
     # the time bound wins over min_test_points: a slow sampler gets fewer points, at least the timed pilot's
-    assert metrics["diagnostics/num_test_points"] >= 2 and metrics["diagnostics/samples_per_point"] == 50
+    assert metrics["diagnostics/num_test_points"] >= 2 and metrics["diagnostics/samples_per_point"] == 30
     budget, per_point = 3.0, metrics["diagnostics/sampler_seconds_per_point"]
     assert metrics["diagnostics/num_test_points"] <= max(2, budget / per_point) + 1e-9

@@ -78,7 +78,7 @@ def test_failed_gates_are_named_worst_first_with_rule_and_margin():
     lines = explain_failures(report)
     assert lines[0] == "4 of 5 gates failed; worst:"
     assert [line.split()[0] for line in lines[1:4]] == ["lc2st/pvalue", "tarp/atc", "coverage/error"]
-    assert "rule |tarp/atc| <= 0.05; 300% beyond" in lines[2]
+    assert lines[2] == "  tarp/atc = -0.2 (needs |value| <= 0.05; 300% beyond)"
     assert "value is NaN" in lines[1]
     assert lines[4].startswith("what usually helps: ") and "simulation.num_simulations" in lines[4]
     assert margin(GateCheck("c2st", 0.62, 0.6, "<=", False)) == pytest.approx(0.0333, abs=1e-3)

@@ -22,7 +22,9 @@ TINY = ["simulation.num_simulations=400", "trainer.max_epochs=3", "trainer.ensem
         "diagnostics=fast", "diagnostics.num_observation_samples=500", "diagnostics.num_ppc=20",
         "diagnostics.num_test=60", "diagnostics.num_posterior_samples=60",
         "diagnostics.sampler_budget.seconds=5", "diagnostics.sampler_budget.min_test_points=10",
-        "diagnostics.predictive_distance.num_prior=200", "diagnostics.lc2st.num_trials_null=10"]
+        "diagnostics.predictive_distance.num_prior=200", "diagnostics.lc2st.num_trials_null=10",
+        # fewer MCMC chains and warm-up sweeps where a preset samples by MCMC (slcp's 1,000 chains × 100 sweeps)
+        "method.sampling.mcmc.num_chains=100", "method.sampling.mcmc.warmup_steps=20"]
 
 
 def given_x(preset: str) -> list[str]:

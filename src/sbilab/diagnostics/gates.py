@@ -222,9 +222,9 @@ def margin(check: GateCheck) -> float:
 
 
 def rule_text(check: GateCheck) -> str:
-    """``|tarp/atc| <= 0.05`` style: the rule a check applies."""
-    name = f"|{check.name}|" if check.comparison == "abs<=" else check.name
-    return f"{name} {'>=' if check.comparison == '>=' else '<='} {check.threshold:.3g}"
+    """``needs |value| <= 0.05`` style: the rule a check applies."""
+    value = "|value|" if check.comparison == "abs<=" else "value"
+    return f"needs {value} {'>=' if check.comparison == '>=' else '<='} {check.threshold:.3g}"
 
 
 def worst_failures(report: GateReport, limit: int = 3) -> list[GateCheck]:
@@ -240,7 +240,7 @@ def explain_failures(report: GateReport, limit: int = 3) -> list[str]:
     lines = [f"{len(report.failed)} of {len(report.checks)} gates failed; worst:"]
     for check in failed:
         beyond = "value is NaN" if not math.isfinite(check.value) else f"{margin(check):.0%} beyond"
-        lines.append(f"  {check.name} = {check.value:.3g} (rule {rule_text(check)}; {beyond})")
+        lines.append(f"  {check.name} = {check.value:.3g} ({rule_text(check)}; {beyond})")
     kind = failed[0].name.split("/")[0]
     lines.append("what usually helps: " + ADVICE.get(kind if kind in ADVICE else "calibration", ADVICE["calibration"]))
     return lines

@@ -24,21 +24,25 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from sbi.inference.posteriors import DirectPosterior, MCMCPosterior, VectorFieldPosterior
+from sbi.inference.posteriors import ImportanceSamplingPosterior, MCMCPosterior, RejectionPosterior, VIPosterior
 from torch import Tensor
 
 from sbilab.ensemble import ensemble_members
 
 #: test-point counts a timed pilot may choose (coarse, so machine noise rarely changes the choice)
 TEST_POINT_LADDER = (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000)
+#: sbi's posteriors that run their sampler anew for each x
+PER_X_SAMPLERS = (MCMCPosterior, RejectionPosterior, ImportanceSamplingPosterior, VIPosterior)
 #: points sampled (and timed) before the number of test points is chosen
 PILOT_POINTS = 2
 
 
 def is_amortised(posterior: Any) -> bool:
-    """Whether every network's posterior samples many x in one batched call (no per-x sampler)."""
+    """Whether the posterior samples many x in one batched call: anything but sbi's per-x samplers (MCMC,
+    rejection, importance, VI), for every member of an ensemble. Duck-typed posteriors with their own
+    ``sample_batched`` count as amortised."""
     members = ensemble_members(posterior) or [posterior]
-    return all(isinstance(member, (DirectPosterior, VectorFieldPosterior)) for member in members)
+    return not any(isinstance(member, PER_X_SAMPLERS) for member in members)
 
 
 def sampler_name(posterior: Any) -> str:
@@ -121,7 +125,7 @@ def sample_per_point(posterior: Any, x: Tensor, num_samples: int, *, budget_seco
     if pinned_points is not None:
         num_points = min(requested, int(pinned_points))
     else:
-        # the pilot's points are already paid for: the budget buys the rest
+        # the budget covers every point, the pilot's included
         num_points = points_for_budget(per_point, budget_seconds, requested, min_points)
     drawn += [sample_one(posterior, x[i], samples_each) for i in range(pilot, num_points)]
     plan = PerPointPlan(sampler=sampler_name(posterior), requested_points=requested, num_points=num_points,

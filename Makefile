@@ -47,8 +47,8 @@ install: $(STAMP) ## create .venv and install sbilab with its test extras
 train: $(STAMP) ## run the default experiment (the HH tutorial) into mlruns/
 	$(PY) scripts/train.py $(ARGS)
 
-test: $(STAMP) ## fast test suite
-	$(PY) -m pytest -q $(ARGS)
+test: $(STAMP) ## fast test suite (a test file per core at a time)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
 test-slow: $(STAMP) ## only the tests marked slow (two files at a time, then the scale-out services one at a time)
 	$(PY) -m pytest -q -m slow -n $(JOBS) --dist loadfile --ignore=tests/scaleout $(ARGS)

@@ -55,7 +55,7 @@ def interrupted(error: KeyboardInterrupt) -> NoReturn:
     """One line for Ctrl-C/SIGTERM (no traceback): which run is KILLED and how to resume; exit 130."""
     run_id = getattr(error, "run_id", None)
     if run_id is None:
-        print("sbilab: interrupted before a run was opened: nothing was recorded", file=sys.stderr)
+        print("sbilab: interrupted while no run was open (nothing is left RUNNING)", file=sys.stderr)
     else:
         print(f"sbilab: interrupted: run {run_id} is KILLED; run the same command again to resume: simulations "
               f"already finished come from the cache (paths.cache_dir)", file=sys.stderr)

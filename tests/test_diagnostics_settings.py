@@ -48,6 +48,10 @@ def test_experiment_overrides_are_valid_settings():
         ({"thresholds": {"c2st_max": "high"}}, "diagnostics.thresholds.c2st_max='high' is invalid: expected a number"),
         ({"thresholds": 3}, "diagnostics.thresholds=3 is invalid"),
         ({"num_tests": 10}, "diagnostics.num_tests is not a setting of diagnostics; allowed: enabled, num_test"),
+        ({"sampler_budget": {"seconds": 0}},
+         "diagnostics.sampler_budget.seconds=0.0 is invalid: expected a number > 0"),
+        ({"sampler_budget": {"test_points": 0}},
+         "diagnostics.sampler_budget.test_points=0 is invalid: expected an integer >= 1, or null"),
     ],
 )
 def test_bad_values_raise_one_line_naming_the_key(values, message):

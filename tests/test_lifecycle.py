@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, run_train
 from mlflow.tracking import MlflowClient
 
@@ -108,3 +109,34 @@ def test_exception_mid_run_marks_failed_with_the_message(store, tmp_path):
     assert "non-finite" in run.data.tags["sbilab.error"]
     error_txt = MlflowClient(store["uri"]).download_artifacts(run.info.run_id, "error.txt")
     assert "SimulationError" in Path(error_txt).read_text()
+
+
+def test_interrupt_swallowed_by_a_library_still_kills_the_run(store):
+    """sbi's gradient ascent catches Ctrl-C and returns its best guess; the run must still end KILLED."""
+    from sbi.utils.sbiutils import gradient_ascent
+
+    from sbilab.errors import RunInterrupted
+    from sbilab.tracking.runs import start_run
+
+    calls = []
+
+    def potential(theta: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C arrives mid-search
+            os.kill(os.getpid(), signal.SIGINT)
+        return -(theta**2).sum(-1)
+
+    reached_the_end = False
+    with pytest.raises(RunInterrupted) as raised:
+        with start_run(store["uri"], "swallowed", None, run_name=None, tags={}) as recorder:
+            gradient_ascent(potential, torch.randn(10, 2), num_iter=50, num_to_optimize=5)
+            reached_the_end = True  # sbi swallowed it: the body goes on to its end
+    assert reached_the_end and len(calls) < 20
+    run = MlflowClient(store["uri"]).get_run(recorder.run_id)
+    assert raised.value.run_id == recorder.run_id
+    assert run.info.status == "KILLED"
+    # the latch is cleared with the run: the next run in this process is not killed by the old signal
+    with start_run(store["uri"], "swallowed", None, run_name=None, tags={}) as after:
+        pass
+    assert MlflowClient(store["uri"]).get_run(after.run_id).info.status == "FINISHED"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

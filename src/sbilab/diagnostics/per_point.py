@@ -28,6 +28,7 @@ from sbi.inference.posteriors import ImportanceSamplingPosterior, MCMCPosterior,
 from torch import Tensor
 
 from sbilab.ensemble import ensemble_members
+from sbilab.interrupts import raise_if_interrupted
 
 #: test-point counts a timed pilot may choose (coarse, so machine noise rarely changes the choice)
 TEST_POINT_LADDER = (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000)
@@ -106,6 +107,7 @@ def sample_one(posterior: Any, x: Tensor, num_samples: int) -> Tensor:
         # more chains than samples only adds warm-up cost; the chains' memory stays bounded whatever the config
         options["num_chains"] = max(1, min(int(members[0].num_chains), num_samples))
     samples = posterior.sample((num_samples,), x=x[None], **options)
+    raise_if_interrupted()  # sbi's gradient ascent (rejection's bound) swallows Ctrl-C: do not start the next x
     return samples.reshape(num_samples, -1).detach().to(device="cpu", dtype=torch.float32)
 
 

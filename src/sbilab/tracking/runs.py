@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import tempfile
 import time
@@ -21,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
+from sbilab import interrupts
 from sbilab.errors import RunInterrupted, TrackingError
 from sbilab.tracking.redaction import scrub, scrub_values
 from sbilab.tracking.standard_tags import mark_model_training
@@ -148,8 +148,9 @@ def start_run(
 ) -> Iterator[RunRecorder]:
     """Create a run and yield its recorder; close it FINISHED, FAILED or KILLED.
 
-    SIGTERM is turned into ``KeyboardInterrupt`` while the run is open, so a
-    terminated job is marked KILLED rather than left RUNNING. A tracking server that
+    SIGTERM and Ctrl-C are latched while the run is open (``sbilab.interrupts``), so a
+    terminated job is marked KILLED rather than left RUNNING, even when a library swallowed the
+    ``KeyboardInterrupt`` and the run went on to its end. A tracking server that
     stops answering fails the run after MLflow's bounded retries (``MLFLOW_HTTP_REQUEST_*``,
     set in ``sbilab.tracking``): the run is closed FAILED with that reason once the server
     answers again, and the error becomes one ``TrackingError`` line.
@@ -166,42 +167,31 @@ def start_run(
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=scrub_values(all_tags))
     recorder = RunRecorder(client, run.info.run_id, experiment_id)
-    previous = _install_sigterm_handler()
-    try:
-        yield recorder
-    except KeyboardInterrupt as interrupt:
-        close_run(client, recorder.run_id, RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)", uri=uri)
-        if isinstance(interrupt, RunInterrupted):  # a nested run's: the outer one is closed, its id kept
-            raise
-        raise RunInterrupted(recorder.run_id, str(interrupt)) from None
-    except BaseException as error:
-        outage = server_outage(uri)
-        if outage is None:
-            close_run(client, recorder.run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}",
-                      traceback.format_exc(), uri=uri)
-            raise
-        message = f"the tracking server stopped answering during the run ({outage}): {_first_line(error)}"
-        close_run(client, recorder.run_id, RunStatus.FAILED, message, traceback.format_exc(), uri=uri)
-        raise TrackingError(f"tracking.uri={uri!r}: run {recorder.run_id} FAILED: {message}") from error
-    else:
-        close_run(client, recorder.run_id, RunStatus.FINISHED, uri=uri)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with interrupts.armed():
+        try:
+            yield recorder
+            interrupts.raise_if_interrupted()  # a library swallowed the signal's exception: still KILLED
+        except KeyboardInterrupt as interrupt:
+            close_run(client, recorder.run_id, RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)", uri=uri)
+            if isinstance(interrupt, RunInterrupted):  # a nested run's: the outer one is closed, its id kept
+                raise
+            raise RunInterrupted(recorder.run_id, str(interrupt)) from None
+        except BaseException as error:
+            outage = server_outage(uri)
+            if outage is None:
+                close_run(client, recorder.run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}",
+                          traceback.format_exc(), uri=uri)
+                raise
+            message = f"the tracking server stopped answering during the run ({outage}): {_first_line(error)}"
+            close_run(client, recorder.run_id, RunStatus.FAILED, message, traceback.format_exc(), uri=uri)
+            raise TrackingError(f"tracking.uri={uri!r}: run {recorder.run_id} FAILED: {message}") from error
+        else:
+            close_run(client, recorder.run_id, RunStatus.FINISHED, uri=uri)
 
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def _install_sigterm_handler() -> Any:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return signal.getsignal(signal.SIGTERM)
 
 
 def recorder_for(uri: str, run_id: str) -> RunRecorder:

@@ -23,7 +23,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint simulate bench bench-diagnostics benchmark sweep compare hpo register ui clean \
+.PHONY: help install train test test-slow test-all lint simulate bench bench-diagnostics benchmark sweep new-model compare hpo register ui clean \
 	services-install server server-status server-stop server-migrate
 
 help: ## list the targets
@@ -75,6 +75,10 @@ benchmark: $(STAMP) ## sbibm C2ST at 10k simulations (TASKS x METHODS, observati
 sweep: $(STAMP) ## parallel multirun, default: estimator x budget on HH; LAUNCHER=joblib (this machine) | slurm | submitit_local
 	$(PY) scripts/train.py --multirun hydra/launcher=$(LAUNCHER) $(if $(filter joblib,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS)) \
 		$(SWEEP) $(ARGS)
+
+new-model: $(STAMP) ## a function simulator, its configs and a test in DIR (default: here): make new-model NAME=my_model [DIR=...]
+	@test -n "$(NAME)" || { echo "sbilab: error: NAME is not set: make new-model NAME=my_model [DIR=<your project folder>]"; exit 2; }
+	$(VENV)/bin/sbilab new-model $(NAME) --dir $(or $(DIR),$(CURDIR))
 
 compare: $(STAMP) ## comparison plots + table on a sweep's parent run: make compare SWEEP=<parent run id or sweep id>
 	$(PY) scripts/compare.py $(SWEEP) $(ARGS)

@@ -8,25 +8,15 @@ reads them from the cache.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from sbilab import entry
+from sbilab import commands, entry
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from sbilab.config import preflight
-
-    entry.guarded(lambda: preflight(cfg))
-    from sbilab.experiments.report import simulate_and_report
-    from sbilab.spec import prepare
-
-    code = entry.guarded(lambda: simulate_and_report(prepare(cfg)))
-    if code:
-        sys.exit(code)
+    commands.simulate(cfg)
 
 
 if __name__ == "__main__":

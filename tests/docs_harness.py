@@ -13,7 +13,9 @@ A line is a command when it starts with ``make``, ``python``, ``.venv/bin/python
 
 How each line is run is decided by the first rule of :data:`RULES` that matches it: ``local`` (here, in
 tests/test_docs.py), ``serve`` (a server: started, answered, stopped), ``ci`` (``make test``: what .ci/run
-runs), or a service (``tracking_server``, ``slurm``): the rule names the scale-out test that runs that
+runs), ``your_model`` (docs/your-model.md, run
+top to bottom from a folder outside the project by tests/test_your_model.py), or a service
+(``tracking_server``, ``slurm``): the rule names the scale-out test that runs that
 command's form against the real service (tests/scaleout/, where .ci/run starts them); those lines are not
 yet run from the doc's own text. A line whose comment says ``fails here:`` must exit non-zero with one ``sbilab:``
 line on stderr and no traceback. A line no rule matches fails the fast test: a new doc line is run or
@@ -109,15 +111,18 @@ class Rule:
     """How the lines matching ``pattern`` (a regex searched in the command) are run, and why."""
 
     pattern: str
-    kind: str  # local | serve | ci | tracking_server | slurm | dask
+    kind: str  # local | serve | ci | tracking_server | slurm | dask | your_model
     why: str
+    path: Optional[str] = None  # only the lines of this doc
 
     def matches(self, line: DocLine) -> bool:
-        return re.search(self.pattern, line.command) is not None
+        return (self.path is None or line.path == self.path) and re.search(self.pattern, line.command) is not None
 
 
 #: first match wins; each service kind runs in tests/scaleout/test_docs_services.py
 RULES: tuple[Rule, ...] = (
+    Rule(r".", "your_model", "tests/test_your_model.py: the page's files written and its commands run in order "
+         "from a temporary folder outside the project, with sbilab installed as a wheel", path="docs/your-model.md"),
     Rule(r"^make test$", "ci", ".ci/run runs `make test` itself (running the suite inside the suite would recurse)"),
     Rule(r"^make ui\b", "serve", "the MLflow UI: started on a free port over a temporary store, answered, stopped"),
     Rule(r"^make server\b(?!-)", "tracking_server", "tests/scaleout/test_cli.py: `python -m services up` (what "
@@ -155,6 +160,11 @@ class Workspace:
     benchmark_run_id: str = ""
 
     @property
+    def project_dir(self) -> str:
+        """A user's project folder (``make new-model DIR=...``), outside the checkout."""
+        return str(self.root / "my-project")
+
+    @property
     def sqlite_uri(self) -> str:
         return f"sqlite:///{self.root}/mlruns/mlflow.db"
 
@@ -177,6 +187,7 @@ PLACEHOLDERS: dict[str, str] = {
     "/data/cell.nwb": "nwb_file",
     "<benchmark run id>": "benchmark_run_id",
     "sqlite:///$PWD/mlruns/mlflow.db": "sqlite_uri",
+    "<your project folder>": "project_dir",
 }
 
 
@@ -206,7 +217,7 @@ def runnable(line: DocLine, workspace: Workspace) -> str:
     if words[0] == "make":
         target = next(w for w in words[1:] if "=" not in w)
         extra = _extra_for(target)
-        if target not in ("ui", "test", "server", "server-migrate", "server-stop", "server-status"):
+        if target not in ("ui", "test", "new-model", "server", "server-migrate", "server-stop", "server-status"):
             extra = [*extra, *workspace.store_overrides()]
             if target in ("train", "sweep", "simulate"):
                 extra += workspace.hydra_overrides()

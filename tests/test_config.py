@@ -44,9 +44,27 @@ def test_default_composition_is_the_tutorial():
     check_config(cfg)
 
 
+#: values that generic options leave to the user (``???``), as their config files' comments show
+GIVEN = {
+    ("simulator", "function"): ["simulator.fn=math:hypot"],
+    ("prior", "box"): ["prior.low=[0,0]", "prior.high=[1,1]", "prior.names=[a,b]"],
+    ("prior", "log_uniform"): ["prior.low=[0.1,1]", "prior.high=[1,10]", "prior.names=[a,b]"],
+    ("prior", "normal"): ["prior.loc=[0,0]", "prior.scale=[1,1]", "prior.names=[a,b]"],
+    ("prior", "log_normal"): ["prior.loc=[0,0]", "prior.scale=[1,1]", "prior.names=[a,b]"],
+    ("prior", "gamma"): ["prior.concentration=[2,2]", "prior.rate=[1,1]", "prior.names=[a,b]"],
+    ("prior", "beta"): ["prior.alpha=[2,2]", "prior.beta=[5,5]", "prior.names=[a,b]"],
+    ("prior", "multivariate_normal"): ["prior.loc=[0,0]", "prior.covariance=[[1,0.5],[0.5,1]]", "prior.names=[a,b]"],
+    ("prior", "distribution"): ["prior.distribution=torch.distributions.StudentT", "+prior.df=[3,3]",
+                                "+prior.loc=[0,0]", "+prior.scale=[1,1]", "prior.names=[a,b]"],
+    ("prior", "independent"): ["prior.parts=[{_target_:sbilab.priors.box_uniform,low:[0],high:[1],names:[p]},"
+                               "{_target_:sbilab.priors.log_normal,loc:[0,0],scale:[1,1],names:[k1,k2]}]",
+                               "prior.names=[p,k1,k2]"],
+}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes(group, option):
-    cfg = _compose([f"{group}={option}"])
+    cfg = _compose([f"{group}={option}", *GIVEN.get((group, option), [])])
     assert cfg[group].get("name", option) == option or group in ("trainer", "diagnostics", "tracking", "simulation")
     if group in ("simulator", "prior", "summary", "method"):
         assert instantiate_part(part_config(cfg, group)) is not None
@@ -107,3 +125,14 @@ def test_trainer_sbi_is_sbis_own_training_and_the_tutorial_preset_uses_it():
         200, 5e-4, 0.1, 20, 5.0)
     tutorial = _compose(["experiment=hh_tutorial"])
     assert tutorial.trainer.lr_decay is None and tutorial.estimator.model == "maf"
+
+
+@pytest.mark.parametrize("group,option", sorted(GIVEN))
+def test_a_value_left_to_the_user_is_named_when_missing(group, option):
+    from sbilab.errors import ConfigError
+
+    given = GIVEN[(group, option)]
+    cfg = _compose([f"{group}={option}", *given[1:]])  # the first value left out
+    key = given[0].lstrip("+").split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key} is not set: {group}={option} needs {key}"):
+        check_config(cfg)

@@ -32,8 +32,8 @@ def test_every_documented_command_is_placed():
     assert not unplaced, f"documented commands with no rule in tests/docs_harness.py: {unplaced}"
     for line in LINES:
         rule = rule_for(line)
-        if rule.kind in ("tracking_server", "slurm"):  # run by the named scale-out tests, where the services run
-            for name in re.findall(r"tests/scaleout/\w+\.py|test_\w+\.py", rule.why):
+        if rule.kind in ("tracking_server", "slurm", "your_model"):  # run by the tests the rule names
+            for name in re.findall(r"tests/(?:scaleout/)?\w+\.py|(?<!/)test_\w+\.py", rule.why):
                 path = ROOT / name if name.startswith("tests/") else ROOT / "tests" / "scaleout" / name
                 assert path.is_file(), f"{line.where}: rule names {name}, which does not exist"
     assert "make test" in (ROOT / ".ci" / "run").read_text()  # the `ci` rule's claim

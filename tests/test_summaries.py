@@ -195,3 +195,32 @@ def test_untrusted_summary_target_is_refused():
     spec["summary"] = {"_target_": "sbilab.summaries.identity.Identity", "nested": {"_target_": "os.system"}}
     with pytest.raises(ValueError, match="only sbilab"):
         rebuild_posterior(spec, {})
+
+
+def test_a_prior_of_your_own_is_rebuilt_when_you_trust_its_package(tmp_path, monkeypatch):
+    """Refused by default with a line naming the option; rebuilt with trust=[package] (or the variable)."""
+    package = tmp_path / "mylab"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "priors.py").write_text(
+        "import torch\nfrom sbi.utils import BoxUniform\n\n"
+        "def square(side, names):\n"
+        "    return BoxUniform(torch.zeros(len(names)), torch.full((len(names),), float(side)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    method = instantiate({"_target_": "sbilab.methods.NPE"})
+    prior_cfg = {"_target_": "mylab.priors.square", "side": 2.0, "names": ["a", "b"]}
+    theta, x = torch.rand(50, 2) * 2, torch.randn(50, 3)
+    estimator = method.build_estimator({"model": "maf", "hidden_features": 8, "num_transforms": 1}, theta, x,
+                                       prior=BoxUniform(torch.zeros(2), torch.full((2,), 2.0)))
+    spec = posterior_spec({"_target_": "sbilab.methods.NPE"}, {"model": "maf", "hidden_features": 8,
+                                                               "num_transforms": 1}, prior_cfg, 2, 3)
+    with pytest.raises(ValueError, match=r"unless you trust its package: load_posterior\(\.\.\., trust=\['mylab'\]\) "
+                                         r"or SBILAB_TRUSTED_PACKAGES=mylab"):
+        rebuild_posterior(spec, estimator.state_dict())
+    with pytest.raises(ValueError, match="unless you trust"):  # trusting another package is not enough
+        rebuild_posterior(spec, estimator.state_dict(), trust=["mylabs"])
+    posterior = rebuild_posterior(spec, estimator.state_dict(), trust=["mylab"])
+    samples = posterior.sample((20,), x=torch.zeros(3), show_progress_bars=False)
+    assert samples.shape == (20, 2) and ((samples >= 0) & (samples <= 2)).all()
+    monkeypatch.setenv("SBILAB_TRUSTED_PACKAGES", "other,mylab")
+    assert rebuild_posterior(spec, estimator.state_dict()) is not None

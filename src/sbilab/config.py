@@ -18,7 +18,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sbilab.diagnostics.settings import DiagnosticsSettings
 from sbilab.errors import ConfigError, TrackingError
@@ -196,6 +196,7 @@ def check_config(cfg: DictConfig) -> Settings:
     (``sbilab.diagnostics.settings``, its own typed group). The parts (simulator,
     prior, summary, estimator, method) are checked when ``sbilab.spec.prepare`` builds them.
     """
+    check_no_missing_values(cfg)
     run = load_settings(RunSettings, {"seed": cfg.get("seed"), "num_threads": cfg.get("num_threads")})
     settings = Settings(
         run=run,
@@ -207,6 +208,24 @@ def check_config(cfg: DictConfig) -> Settings:
     )
     check_across_groups(settings)
     return settings
+
+
+#: groups whose options may leave a value to the user (``???``): a generic prior's bounds, a function's name
+_PART_GROUPS = ("simulator", "prior", "summary", "estimator", "method", "observation")
+
+
+def check_no_missing_values(cfg: DictConfig) -> None:
+    """A value the chosen option leaves to the user (``???``) and the user did not give: one line naming it."""
+    for group in _PART_GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        missing = sorted(OmegaConf.missing_keys(node))
+        if missing:
+            option = node.get("name", "?") if not OmegaConf.is_missing(node, "name") else "?"
+            given = ", ".join(missing)  # full keys (prior.low)
+            raise ConfigError(f"{missing[0]} is not set: {group}={option} needs {given} "
+                              f"(conf/{group}/{option}.yaml shows an example)")
 
 
 def load_observation(node: Any) -> Any:

@@ -7,11 +7,12 @@ Nothing is unpickled on load: the state dict is read with ``weights_only=True``
 and the network and prior are rebuilt from their configs, so a store cannot make
 the loader run arbitrary code. A summary with a learned embedding of x (its
 ``embedding_net()``) is rebuilt from the spec's ``summary`` config, under the same
-rule: only ``sbilab.*`` targets are instantiated.
+rule: only ``sbilab.*`` targets are instantiated, and those of packages the caller trusts by name.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from sbilab.ensemble import ensemble_posterior
 from sbilab.methods import placeholder_batch
+from sbilab.priors import build_prior
 
 SPEC_FILE = "spec.yaml"
 STATE_FILE = "estimator.pt"
@@ -59,38 +61,60 @@ def estimators_state(estimators: Sequence[nn.Module]) -> dict[str, torch.Tensor]
     return nn.ModuleList(estimators).state_dict()
 
 
-def _trusted_part(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A part config from a stored spec, refused unless it builds an sbilab class."""
-    target = str(cfg.get("_target_", ""))
-    if not target.startswith("sbilab."):
-        raise ValueError(f"posterior spec names _target_={target!r}; only sbilab.* parts are rebuilt on load")
-    _refuse_nested_targets(cfg, top=True)
+#: environment variable naming packages whose parts a loader rebuilds (comma-separated), as ``trust=`` does
+TRUST_ENV = "SBILAB_TRUSTED_PACKAGES"
+
+
+def trusted_packages(trust: Optional[Sequence[str]] = None) -> tuple[str, ...]:
+    """sbilab itself, the packages in ``trust`` and those in ``$SBILAB_TRUSTED_PACKAGES``."""
+    named = list(trust or []) + [p for p in os.environ.get(TRUST_ENV, "").split(",")]
+    return ("sbilab", *sorted({p.strip() for p in named if p and p.strip()}))
+
+
+def _is_trusted(target: str, trusted: Sequence[str]) -> bool:
+    return any(target == package or target.startswith(f"{package}.") for package in trusted)
+
+
+def _refusal(target: str) -> str:
+    package = target.split(".")[0] or "<package>"
+    return (f"posterior spec names _target_={target!r}; only sbilab.* parts are rebuilt on load unless you trust "
+            f"its package: load_posterior(..., trust=[{package!r}]) or {TRUST_ENV}={package}")
+
+
+def _trusted_part(cfg: Mapping[str, Any], trusted: Sequence[str] = ("sbilab",)) -> dict[str, Any]:
+    """A part config from a stored spec, refused unless every ``_target_`` in it is in a trusted package."""
+    _refuse_untrusted_targets(cfg, trusted, top=True)
     return {k: v for k, v in cfg.items() if k != "name"}
 
 
-def _refuse_nested_targets(node: Any, top: bool = False) -> None:
-    """Hydra instantiates nested ``_target_`` keys too: refuse any that is not sbilab.*."""
+def _refuse_untrusted_targets(node: Any, trusted: Sequence[str], top: bool = False) -> None:
+    """Hydra instantiates nested ``_target_`` keys too: refuse any outside the trusted packages."""
     if isinstance(node, Mapping):
         target = node.get("_target_")
-        if not top and target is not None and not str(target).startswith("sbilab."):
-            raise ValueError(f"posterior spec names _target_={target!r}; only sbilab.* parts are rebuilt on load")
+        if (top or target is not None) and not _is_trusted(str(target or ""), trusted):
+            raise ValueError(_refusal(str(target or "")))
         for value in node.values():
-            _refuse_nested_targets(value)
+            _refuse_untrusted_targets(value, trusted)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            _refuse_nested_targets(value)
+            _refuse_untrusted_targets(value, trusted)
 
 
-def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> NeuralPosterior:
-    """Rebuild method, network and prior from ``spec`` and load the trained weights."""
+def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor],
+                      trust: Optional[Sequence[str]] = None) -> NeuralPosterior:
+    """Rebuild method, network and prior from ``spec`` and load the trained weights.
+
+    ``trust``: packages besides sbilab whose ``_target_`` parts may be built (your own prior's package).
+    """
     if spec.get("format") != 1:
         raise ValueError(f"unknown posterior spec format {spec.get('format')!r}")
-    method = instantiate(_trusted_part(spec["method"]), _convert_="all")
-    prior = instantiate(_trusted_part(spec["prior"]))
+    trusted = trusted_packages(trust)
+    method = instantiate(_trusted_part(spec["method"], trusted), _convert_="all")
+    prior = build_prior(_trusted_part(spec["prior"], trusted))
     theta, x = placeholder_batch(spec["theta_dim"], spec["x_dim"])
     make_embedding = None  # a fresh x-embedding per network
     if spec.get("summary") is not None:
-        summary = instantiate(_trusted_part(spec["summary"]), _convert_="all")
+        summary = instantiate(_trusted_part(spec["summary"], trusted), _convert_="all")
         make_embedding = getattr(summary, "embedding_net", None)
     size = spec.get("ensemble_size", 1)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -102,26 +126,30 @@ def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]
     return ensemble_posterior([method.build_posterior(estimator, prior) for estimator in estimators])
 
 
-def load_posterior_dir(directory: str | Path) -> NeuralPosterior:
+def load_posterior_dir(directory: str | Path, trust: Optional[Sequence[str]] = None) -> NeuralPosterior:
     """Load a posterior from a local ``posterior/`` folder (spec.yaml + estimator.pt)."""
     directory = Path(directory)
     spec = yaml.safe_load((directory / SPEC_FILE).read_text())
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    return rebuild_posterior(spec, state)
+    return rebuild_posterior(spec, state, trust)
 
 
-def load_posterior(uri: str, tracking_uri: str | None = None) -> NeuralPosterior:
+def load_posterior(uri: str, tracking_uri: str | None = None, trust: Optional[Sequence[str]] = None) -> NeuralPosterior:
     """Load a logged posterior by MLflow URI or from a local folder.
 
     ``runs:/<run_id>/posterior`` is the run's posterior folder; ``models:/m-…`` (a run's posterior
     model) and ``models:/<name>/<version>`` (a registered version) are pyfunc models, whose only
     artifact is a copy of that folder.
+
+    Only sbilab's own classes are built from the stored configs unless ``trust`` names more packages
+    (``trust=["mypkg"]`` for a prior of your own; also ``$SBILAB_TRUSTED_PACKAGES``): a store you did not
+    write cannot make the loader run code you did not choose.
     """
     if Path(uri).is_dir():
-        return load_posterior_dir(posterior_folder(Path(uri)))
+        return load_posterior_dir(posterior_folder(Path(uri)), trust)
     from sbilab.tracking import download_artifacts
 
-    return load_posterior_dir(posterior_folder(download_artifacts(uri, tracking_uri)))
+    return load_posterior_dir(posterior_folder(download_artifacts(uri, tracking_uri)), trust)
 
 
 def posterior_folder(folder: Path) -> Path:

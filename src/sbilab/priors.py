@@ -6,11 +6,23 @@ key, so that a bad prior fails before any simulation.
 
 from __future__ import annotations
 
-from typing import Sequence
+import importlib
+import inspect
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from sbi.utils import BoxUniform, MultipleIndependent
-from torch.distributions import Distribution, Independent, Normal, TransformedDistribution, Uniform
+from torch.distributions import (
+    Beta,
+    Distribution,
+    Gamma,
+    Independent,
+    LogNormal,
+    MultivariateNormal,
+    Normal,
+    TransformedDistribution,
+    Uniform,
+)
 from torch.distributions.transforms import ExpTransform
 
 from sbilab.errors import ConfigError
@@ -70,6 +82,140 @@ def gaussian(loc: Sequence[float], scale: Sequence[float], names: Sequence[str])
     return Independent(Normal(mu, sd), 1)
 
 
+def _positive(values: torch.Tensor, key: str) -> None:
+    if (values <= 0).any():
+        raise ConfigError(f"prior.{key}={values.tolist()}: every value must be > 0")
+
+
+def _same_length(first: torch.Tensor, second: torch.Tensor, keys: tuple[str, str]) -> None:
+    if first.shape != second.shape:
+        raise ConfigError(f"prior.{keys[0]} has {first.numel()} entries but prior.{keys[1]} has {second.numel()}")
+
+
+def log_normal(loc: Sequence[float], scale: Sequence[float], names: Sequence[str]) -> Distribution:
+    """Independent log-normals: log θ ~ N(loc, scale²) (positive parameters; a rate, a conductance)."""
+    mu, sd = _vector(loc, "loc"), _vector(scale, "scale")
+    _same_length(mu, sd, ("loc", "scale"))
+    _positive(sd, "scale")
+    _check_names(names, mu.numel())
+    return Independent(LogNormal(mu, sd), 1)
+
+
+def gamma(concentration: Sequence[float], rate: Sequence[float], names: Sequence[str]) -> Distribution:
+    """Independent gammas with shape ``concentration`` and ``rate`` (mean concentration / rate)."""
+    k, r = _vector(concentration, "concentration"), _vector(rate, "rate")
+    _same_length(k, r, ("concentration", "rate"))
+    _positive(k, "concentration")
+    _positive(r, "rate")
+    _check_names(names, k.numel())
+    return Independent(Gamma(k, r), 1)
+
+
+def beta(alpha: Sequence[float], beta: Sequence[float], names: Sequence[str]) -> Distribution:
+    """Independent Beta(alpha, beta) on (0, 1) per parameter (a probability, a fraction)."""
+    a, b = _vector(alpha, "alpha"), _vector(beta, "beta")
+    _same_length(a, b, ("alpha", "beta"))
+    _positive(a, "alpha")
+    _positive(b, "beta")
+    _check_names(names, a.numel())
+    return Independent(Beta(a, b), 1)
+
+
+def multivariate_normal(loc: Sequence[float], names: Sequence[str],
+                        covariance: Optional[Sequence[Sequence[float]]] = None,
+                        precision: Optional[Sequence[Sequence[float]]] = None) -> Distribution:
+    """A correlated normal N(loc, Σ), given the covariance Σ *or* the precision Σ⁻¹ (a smoothness prior)."""
+    mu = _vector(loc, "loc")
+    if (covariance is None) == (precision is None):
+        raise ConfigError("prior: give exactly one of prior.covariance and prior.precision (a D x D matrix)")
+    key = "covariance" if covariance is not None else "precision"
+    matrix = _matrix(covariance if covariance is not None else precision, key, mu.numel())
+    _check_names(names, mu.numel())
+    try:
+        torch.linalg.cholesky(matrix)
+    except RuntimeError:
+        raise ConfigError(f"prior.{key}: the matrix is not symmetric positive definite") from None
+    if key == "covariance":
+        return MultivariateNormal(mu, covariance_matrix=matrix)
+    return MultivariateNormal(mu, precision_matrix=matrix)
+
+
+def _matrix(rows: Any, key: str, dim: int) -> torch.Tensor:
+    try:
+        matrix = torch.as_tensor([[float(v) for v in row] for row in rows], dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise ConfigError(f"prior.{key}: expected a list of {dim} rows of {dim} numbers") from None
+    if matrix.shape != (dim, dim) or not torch.isfinite(matrix).all():
+        raise ConfigError(f"prior.{key}: expected a finite {dim} x {dim} matrix (prior.loc has {dim} entries), "
+                          f"got shape {list(matrix.shape)}")
+    if not torch.allclose(matrix, matrix.T, atol=1e-6 * float(matrix.abs().max())):
+        raise ConfigError(f"prior.{key}: the matrix is not symmetric")
+    return (matrix + matrix.T) / 2
+
+
+#: where ``prior.distribution`` may name a class (a stored spec rebuilt on load must not run other code)
+DISTRIBUTION_MODULES = ("torch.distributions.", "sbi.utils.")
+
+
+def distribution(distribution: str, names: Sequence[str], **parameters: Any) -> Distribution:
+    """Any torch (or sbi) distribution by name, its list parameters as tensors, batch dimensions made θ's.
+
+    ``distribution: torch.distributions.StudentT`` with ``df: [3, 3]``, ``loc: [0, 0]``, ``scale: [1, 1]``
+    is a 2-parameter prior. Only classes from ``torch.distributions`` and ``sbi.utils`` are allowed here;
+    a class of your own is a ``_target_`` of its own (docs/your-model.md).
+    """
+    if not isinstance(distribution, str) or not distribution.startswith(DISTRIBUTION_MODULES):
+        allowed = " or ".join(m.rstrip(".") for m in DISTRIBUTION_MODULES)
+        raise ConfigError(f"prior.distribution={distribution!r}: expected a class from {allowed} "
+                          "(e.g. torch.distributions.Gamma); "
+                          "your own class: prior._target_=mypkg.module.MyPrior")
+    module_name, _, class_name = distribution.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Distribution)):
+        raise ConfigError(f"prior.distribution={distribution!r}: not a torch Distribution class")
+    tensors = {k: torch.as_tensor(v, dtype=torch.float32) if isinstance(v, (list, tuple, int, float)) else v
+               for k, v in parameters.items()}
+    try:
+        built = cls(**tensors)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"prior.distribution={distribution}: {error}") from None
+    if len(built.batch_shape) > 0:
+        built = Independent(built, len(built.batch_shape))
+    dim = int(built.sample().reshape(-1).numel())
+    _check_names(names, dim)
+    return built
+
+
+def independent(parts: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Distribution:
+    """Independent blocks side by side (θ = [block 1, block 2, ...]), each block a prior config of its own.
+
+    A block is a mapping with a ``_target_`` (any of this module's builders, with its own ``names``);
+    e.g. a box-uniform rate beside a log-normal conductance.
+    """
+    from hydra.utils import get_method
+
+    if not parts:
+        raise ConfigError("prior.parts: expected a non-empty list of prior configs")
+    blocks = []
+    for index, part in enumerate(parts):
+        if isinstance(part, Distribution):  # Hydra's recursive instantiation built the block already
+            blocks.append(part)
+            continue
+        if not isinstance(part, Mapping) or "_target_" not in part:
+            raise ConfigError(f"prior.parts[{index}]: expected a prior config with a _target_")
+        try:
+            build = get_method(str(part["_target_"]))
+        except Exception:
+            raise ConfigError(f"prior.parts[{index}]._target_={part['_target_']!r}: "
+                              "not an importable function") from None
+        blocks.append(build(**{k: v for k, v in part.items() if k not in ("_target_", "name")}))
+    # sbi's MultipleIndependent concatenates blocks of event shape [d]; it does not nest, so flatten
+    flat = [d for b in blocks for d in (b.dists if isinstance(b, MultipleIndependent) else [b])]
+    combined = flat[0] if len(flat) == 1 else MultipleIndependent(flat, validate_args=False)
+    _check_names(names, int(combined.sample().reshape(-1).numel()))
+    return combined
+
+
 def truncated_gaussian(
     loc: Sequence[float], scale: Sequence[float], low: Sequence[float], high: Sequence[float], names: Sequence[str]
 ) -> Distribution:
@@ -83,7 +229,7 @@ def truncated_gaussian(
         raise ConfigError(f"prior.scale={sd.tolist()}: every scale must be > 0")
     _check_names(names, mu.numel())
     parts = [_TruncatedNormal(mu[i : i + 1], sd[i : i + 1], lo[i : i + 1], hi[i : i + 1]) for i in range(mu.numel())]
-    return MultipleIndependent(parts, validate_args=False)
+    return parts[0] if len(parts) == 1 else MultipleIndependent(parts, validate_args=False)
 
 
 class _LogUniform(TransformedDistribution):
@@ -145,6 +291,27 @@ class _TruncatedNormal(Distribution):
         inside = (value >= self.low) & (value <= self.high)
         lp = self.normal.log_prob(value) - self.log_mass
         return torch.where(inside, lp, torch.full_like(lp, -float("inf"))).sum(-1)
+
+
+def build_prior(cfg: Mapping[str, Any]) -> Distribution:
+    """The prior a config describes (``_target_`` and its arguments; ``name`` is descriptive).
+
+    ``names`` labels θ's columns for sbilab; a function of your own that does not take it is called
+    without it, so ``_target_: mypkg.priors.my_prior`` needs no argument it has no use for.
+    """
+    from hydra.utils import get_method, instantiate
+
+    arguments = {k: v for k, v in cfg.items() if k != "name"}
+    target = str(arguments.get("_target_", ""))
+    if "names" in arguments and not target.startswith("sbilab."):
+        try:
+            parameters = inspect.signature(get_method(target)).parameters
+        except Exception:  # not resolvable here: instantiate reports it
+            parameters = None
+        if parameters is not None and "names" not in parameters and \
+                not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            arguments.pop("names")
+    return instantiate(arguments, _convert_="all")
 
 
 def sample_prior(prior: Distribution, num: int, seed: int) -> torch.Tensor:

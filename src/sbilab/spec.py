@@ -28,7 +28,7 @@ from sbilab.config import (
 from sbilab.errors import ConfigError, ObservationError
 from sbilab.methods import Method
 from sbilab.observation import Observation, make_observation, read_observed_recording
-from sbilab.priors import sample_prior
+from sbilab.priors import build_prior, sample_prior
 from sbilab.recordings import Recording, protocol_keys
 from sbilab.rng import RunSeeds, per_index_seeds
 from sbilab.simulators.base import Simulator
@@ -150,13 +150,15 @@ def instantiate_part(cfg: Mapping[str, Any]) -> Any:
 def build_parts(part_configs: Mapping[str, Mapping[str, Any]], settings_seed: int, ensemble_size: int) -> Parts:
     """Instantiate simulator, prior, summary and method and check that they fit together."""
     simulator = instantiate_part(part_configs["simulator"])
-    prior = instantiate_part(part_configs["prior"])
+    prior = build_prior(part_configs["prior"])
     summary = instantiate_part(part_configs["summary"])
     method = instantiate_part(part_configs["method"])
     names = list(part_configs["prior"]["names"])
     prior_dim = int(sample_prior(prior, 1, 0).shape[1])
     if len(names) != prior_dim:
         raise ConfigError(f"prior.names has {len(names)} entries but the prior has {prior_dim} parameters")
+    if simulator.parameter_dim is None:  # a function simulator that did not say: it takes the prior's θ
+        simulator.parameter_dim = prior_dim
     if prior_dim != simulator.parameter_dim:
         raise ConfigError(
             f"prior has {prior_dim} parameters ({', '.join(names)}) but simulator "

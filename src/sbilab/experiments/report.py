@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Mapping, Optional
@@ -17,6 +18,11 @@ PROGRESS_METRICS = ("val/loss_best", "c2st", "tarp/atc", "coverage/error")
 
 #: the MLflow 3 UI's view for model training (its sidebar toggle; the default view is GenAI)
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_command() -> str:
+    """How this user opens the UI: ``sbilab ui`` from the installed command, ``make ui`` in the repository."""
+    return os.environ.get("SBILAB_UI_COMMAND", "make ui")
 
 
 def ui_hint(tracking_uri: str, experiment_id: str, run_id: str) -> str:
@@ -50,7 +56,8 @@ def train_and_report(spec: RunSpec, parent_run_id: Optional[str] = None,
         print(f"sbilab: WARNING: {warning}")
     if result.gates == "fail" or result.warnings:
         print("sbilab: the run's description lists every gate with its value and threshold")
-    print(f"sbilab: open it with `make ui`, then {ui_hint(spec.tracking.uri, result.experiment_id, result.run_id)}")
+    link = ui_hint(spec.tracking.uri, result.experiment_id, result.run_id)
+    print(f"sbilab: open it with `{ui_command()}`, then {link}")
     sys.stdout.flush()
     if strict_failure:
         print("sbilab: diagnostics.strict=true and a gate failed: exiting non-zero", file=sys.stderr)

@@ -165,11 +165,11 @@ class SweepParentRun(Callback):
         stack.close()
         if self.marker is not None:
             self.marker.unlink(missing_ok=True)
-        from sbilab.experiments.report import ui_hint
+        from sbilab.experiments.report import ui_command, ui_hint
 
         print(f"sbilab: sweep {'ended early' if interrupted else 'finished'}: {parent.summary}", flush=True)
         link = ui_hint(parent.uri, parent.recorder.experiment_id, parent.run_id)
-        print(f"sbilab: open it with `make ui`, then {link}", flush=True)
+        print(f"sbilab: open it with `{ui_command()}`, then {link}", flush=True)
         if not self.compare:
             return
         from sbilab.experiments.compare import compare_sweep

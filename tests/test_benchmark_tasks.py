@@ -37,7 +37,9 @@ torch.set_num_threads(1)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 NAMES = sorted(TASKS)
-DIMS = {"two_moons": (2, 2), "gaussian_linear": (10, 10), "slcp": (5, 8), "gaussian_mixture": (2, 2)}
+DIMS = {"two_moons": (2, 2), "gaussian_linear": (10, 10), "slcp": (5, 8), "gaussian_mixture": (2, 2),
+        "gaussian_linear_uniform": (10, 10), "bernoulli_glm": (10, 10), "bernoulli_glm_raw": (10, 100), "sir": (2, 10),
+        "lotka_volterra": (4, 20), "slcp_distractors": (5, 100)}
 
 
 def fast_c2st(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:

@@ -356,13 +356,59 @@ def test_gates_thresholds_and_nan():
 
     relaxed = evaluate_gates(metrics, {"tarp_atc_abs_max": None})
     assert relaxed.verdict == "pass" and "tarp/atc" not in {c.name for c in relaxed.checks}
-    strict = evaluate_gates(metrics, GateThresholds(sbc_ks_pvalue_min=0.5))
+    strict = evaluate_gates(metrics, GateThresholds(sbc_ks_pvalue_min=0.5, family_level=None))  # per gate
     assert "sbc/ks_pvalue/a" in {c.name for c in strict.failed}
     with pytest.raises(ValueError):
         GateThresholds.from_mapping({"sbc_pvalue": 0.1})
     # c2st only gated when present
     assert "c2st" not in {c.name for c in report.checks}
     assert not evaluate_gates({"c2st": 0.9}).passed
+
+
+def test_holm_tests_the_statistical_gates_as_one_family():
+    metrics = {"sbc/ks_pvalue/a": 0.001, "sbc/ks_pvalue/b": 0.02, "sbc/ks_pvalue/c": 0.04, "sbc/ks_pvalue/d": 0.5,
+               "c2st": 0.55}
+    report = evaluate_gates(metrics)  # family_level 0.05 over 4 p-values: levels 0.0125, 0.0167, 0.025, 0.05
+    assert [c.name for c in report.failed] == ["sbc/ks_pvalue/a"]
+    levels = {c.name: c.threshold for c in report.checks}
+    assert levels["sbc/ks_pvalue/a"] == pytest.approx(0.0125) and levels["sbc/ks_pvalue/b"] == pytest.approx(0.05 / 3)
+    # after the first acceptance every later check keeps that step's level: its margin agrees with its result
+    assert levels["sbc/ks_pvalue/c"] == levels["sbc/ks_pvalue/d"] == pytest.approx(0.05 / 3)
+    assert levels["c2st"] == 0.6  # a quality threshold: outside the family
+    assert "family-wise 0.05" in report.to_dict()["level"] and "4 statistical gates" in report.level
+    assert GateReport.from_json(report.to_json()).to_dict() == report.to_dict()
+    # the per-gate rule of old is one setting away
+    assert {c.name for c in evaluate_gates(metrics, {"family_level": None}).failed} == {"sbc/ks_pvalue/a"}
+    with pytest.raises(ValueError, match="family_level=0.9: allowed"):
+        evaluate_gates(metrics, {"family_level": 0.9})
+
+
+def test_l_c2st_carries_half_the_weight_so_its_coarse_p_value_can_fail():
+    # 1/101: the smallest p-value of 100 null trials; the 20 SBC gates share the other half
+    metrics = {**{f"sbc/ks_pvalue/t{i}": 0.3 for i in range(20)}, "lc2st/pvalue": 1 / 101, "lc2st/nf_pvalue": 0.5}
+    report = evaluate_gates(metrics)
+    assert [c.name for c in report.failed] == ["lc2st/pvalue"]
+    assert {c.name: c.threshold for c in report.checks}["lc2st/pvalue"] == pytest.approx(0.05 * 0.25)
+    assert "half the weight on L-C2ST" in report.level
+    assert evaluate_gates({**metrics, "lc2st/pvalue": 2 / 101}).passed  # beaten by one null classifier: no alarm
+
+
+def test_a_coverage_gate_fails_only_when_holm_rejects_it_and_the_error_matters():
+    from scipy.stats import kstwo
+
+    n = 1000
+    significant_but_small = float(kstwo.isf(1e-6, n)) if float(kstwo.isf(1e-6, n)) < 0.05 else 0.049
+    report = evaluate_gates({"coverage/error": significant_but_small, "diagnostics/num_test_points": n})
+    assert report.passed  # under its 0.05 tolerance: too small to matter
+    large = evaluate_gates({"coverage/error": 0.2, "diagnostics/num_test_points": n})
+    assert not large.passed and large.checks[0].threshold == pytest.approx(max(0.05, float(kstwo.isf(0.05, n))))
+
+
+def test_lc2st_p_value_is_never_zero():
+    from sbilab.diagnostics.lc2st import permutation_p_value
+
+    assert permutation_p_value(5.0, np.zeros(50)) == pytest.approx(1 / 51)
+    assert permutation_p_value(0.0, np.ones(50)) == 1.0
 
 
 # --------------------------------------------------------------------- building blocks
@@ -478,8 +524,12 @@ def test_coverage_gate_is_not_stricter_than_the_test_set_can_resolve():
 
     assert 0.15 < coverage_noise_floor(100) < 0.17
     assert 0.05 < coverage_noise_floor(1000) < 0.053
-    small = evaluate_gates({"coverage/error": 0.12, "diagnostics/num_test_points": 100.0})
-    large = evaluate_gates({"coverage/error": 0.12, "diagnostics/num_test_points": 1000.0})
-    assert small.passed and small.checks[0].threshold == pytest.approx(coverage_noise_floor(100))
-    assert not large.passed
+    from scipy.stats import kstwo
+
+    for level in (None, 0.05):  # each gate alone (its 99 % floor) | one family (the KS critical value at its level)
+        small = evaluate_gates({"coverage/error": 0.12, "diagnostics/num_test_points": 100.0}, {"family_level": level})
+        large = evaluate_gates({"coverage/error": 0.12, "diagnostics/num_test_points": 1000.0}, {"family_level": level})
+        floor = coverage_noise_floor(100) if level is None else float(kstwo.isf(level, 100))
+        assert small.passed and small.checks[0].threshold == pytest.approx(floor)
+        assert not large.passed
     assert evaluate_gates({"coverage/error": 0.12}).checks[0].threshold == 0.05  # no count: the configured bar

@@ -27,6 +27,16 @@ TINY = ["simulation.num_simulations=400", "trainer.max_epochs=3", "trainer.ensem
         "method.sampling.mcmc.num_chains=100", "method.sampling.mcmc.warmup_steps=20"]
 
 
+#: the sbibm tasks written as functions (issue 22): one simulator class (FunctionSimulator), so one of them
+#: (sir) also runs with x_o given; each runs with its own observation
+FUNCTION_TASKS = ("gaussian_linear_uniform", "bernoulli_glm", "bernoulli_glm_raw", "lotka_volterra", "slcp_distractors")
+#: a flow trained 3 epochs on 400 simulations of slcp_distractors' 100-d x puts 99.98 % of its mass outside the
+#: prior box, so drawing its samples by rejection takes minutes: a budget it can learn something from
+EXTRA = {"slcp_distractors": ["simulation.num_simulations=2000", "trainer.max_epochs=20"]}
+CASES = [(preset, form) for preset in PRESETS for form in ("own", "given_x")
+         if not (form == "given_x" and preset in FUNCTION_TASKS)]
+
+
 def given_x(preset: str) -> list[str]:
     """`observation=summary` with the preset's x: the benchmark's x_o, or the README's HH statistics."""
     text = (CONF / "experiment" / f"{preset}.yaml").read_text()
@@ -34,11 +44,10 @@ def given_x(preset: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("form", ["own", "given_x"])
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset,form", CASES, ids=[f"{p}-{f}" for p, f in CASES])
 def test_preset_finishes_with_diagnostics(store, tmp_path, preset, form):
     extra = given_x(preset) if form == "given_x" else []
-    result = run_train([f"experiment={preset}", *extra, *TINY, *store["overrides"],
+    result = run_train([f"experiment={preset}", *extra, *TINY, *EXTRA.get(preset, []), *store["overrides"],
                         f"paths.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/out"], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FINISHED" in result.stdout and "calibration gates:" in result.stdout, result.stdout

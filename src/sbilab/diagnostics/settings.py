@@ -28,7 +28,7 @@ class LC2STSettings:
 
     enabled: bool = setting(True, BOOL)
     #: classifiers trained under the null; the p-value is a multiple of 1/this
-    num_trials_null: int = setting(50, INT_GE_1, at_least(1))
+    num_trials_null: int = setting(100, INT_GE_1, at_least(1))
     #: MLP epochs without improvement before early stopping (sbi: 50; 10 keeps the power at 1,000 points)
     classifier_patience: int = setting(10, INT_GE_1, at_least(1))
 

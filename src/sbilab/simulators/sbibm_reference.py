@@ -7,10 +7,18 @@ published C2ST numbers were computed against these samples.
 
 sbibm pins an old sbi, so it is never installed: :func:`fetch` downloads the
 wheel with ``pip download --no-deps`` (or takes a local copy), checks its hash,
-and extracts only those data files into ``<project root>/.cache/sbibm-1.1.0/``.
-Nothing else in sbilab needs the cache: the simulators compute their own
-reference posteriors from the likelihood, and the true parameters and
-observations of ``num_observation`` 1-3 are tabulated below.
+and extracts only those data files into ``<project root>/.cache/sbibm-1.1.0/``,
+one folder per task of :data:`TASKS` (``COMPLETE.json`` lists them; a cache
+that lacks a task is extracted again). Only the benchmark's scoring needs the
+cache: the class-based simulators compute their own reference posteriors from
+the likelihood, and the true parameters and observations of ``num_observation``
+1-3 are tabulated below.
+
+Two of sbibm's tasks are variants that live in another task's folder of the wheel
+and share its true parameters and reference samples, with their own x_o:
+``bernoulli_glm_raw`` (``bernoulli_glm/.../observation_raw.csv``) and
+``slcp_distractors`` (``slcp/.../observation_distractors.csv``); they are
+extracted into folders of their own, their x_o as ``observation.csv``.
 """
 
 from __future__ import annotations
@@ -32,70 +40,22 @@ from typing import Optional, Sequence
 import numpy as np
 
 from sbilab.errors import ConfigError
+from sbilab.simulators.sbibm_observations import OBSERVATIONS  # noqa: F401 (re-exported: ref.OBSERVATIONS)
 
 SBIBM_VERSION = "1.1.0"
 WHEEL_NAME = f"sbibm-{SBIBM_VERSION}-py2.py3-none-any.whl"
 WHEEL_SHA256 = "12ecc6b4d327b92f9225f08faa6405e4274fb8e75943d86a53157d1b1bcfaf74"
-#: the tasks whose files are extracted (sbibm's directory names)
-TASKS = ("two_moons", "gaussian_linear", "slcp", "gaussian_mixture")
+#: the tasks whose files are extracted (sbibm's task names): the class-based tasks of
+#: sbilab.simulators.benchmark_tasks, then those written as plain functions in sbilab.tasks
+TASKS = ("two_moons", "gaussian_linear", "slcp", "gaussian_mixture",
+         "gaussian_linear_uniform", "bernoulli_glm", "bernoulli_glm_raw", "sir", "lotka_volterra", "slcp_distractors")
 NUM_OBSERVATIONS = 10
 _FILES = ("true_parameters.csv", "observation.csv", "reference_posterior_samples.csv.bz2")
-_MEMBER = re.compile(
-    r"^sbibm/tasks/(?P<task>[a-z_]+)/files/num_observation_(?P<k>\d+)/(?P<file>"
-    + "|".join(re.escape(f) for f in _FILES)
-    + r")$"
-)
+#: tasks whose files are in another task's folder of the wheel: (that folder, the file holding their x_o)
+_VARIANTS = {"bernoulli_glm_raw": ("bernoulli_glm", "observation_raw.csv"),
+             "slcp_distractors": ("slcp", "observation_distractors.csv")}
+_MEMBER = re.compile(r"^sbibm/tasks/(?P<folder>[a-z_]+)/files/num_observation_(?P<k>\d+)/(?P<file>[a-z0-9_.]+)$")
 _COMPLETE = "COMPLETE.json"
-
-#: (true parameters, observation) of sbibm's num_observation 1, 2, 3, copied from the
-#: wheel's true_parameters.csv / observation.csv (float32 values as written there).
-#: These are the observations the published C2ST figures average over (with 4..10).
-OBSERVATIONS: dict[str, dict[int, tuple[tuple[float, ...], tuple[float, ...]]]] = {
-    "two_moons": {
-        1: ((-0.8176656, -0.5756806), (-0.6396706, 0.16234657)),
-        2: ((-0.28899693, -0.8759459), (-0.5676688, -0.33194834)),
-        3: ((0.73016036, -0.3217839), (0.0030109584, -0.6457662)),
-    },
-    "gaussian_linear": {
-        1: (
-            (0.27184236, 0.6762953, 0.17189318, -0.04218617, -0.82151634,
-             0.024290232, -0.24255924, -0.16438946, -0.13595216, 0.26958188),
-            (1.0471346, 0.5566712, -0.23618454, 0.027879834, -1.0051446,
-             -0.007930746, 0.06117077, -0.29286885, -0.38539964, 0.2449614),
-        ),
-        2: (
-            (0.3231766, -0.48194557, -0.158818, 0.24477085, -0.05232675,
-             -0.17622235, 0.11508731, -0.59824085, 0.4403286, 0.054832038),
-            (-0.106687605, -0.8015651, -0.07332335, 0.4009537, 0.62297356,
-             -0.18687348, 0.7087778, 0.1921165, 0.6718195, 0.097826496),
-        ),
-        3: (
-            (0.7524056, -0.40969732, -0.4214273, 0.5400569, 0.106762305,
-             0.44723606, 0.15044528, -0.44408217, 0.03280716, -0.7424394),
-            (0.46684834, -1.0391812, -0.4221986, -0.043471217, 0.06795333,
-             0.44685173, 0.034785576, -0.48691356, -0.14388148, -0.60066223),
-        ),
-    },
-    "slcp": {
-        1: (
-            (-2.8581212, -0.44451332, 2.9473476, 1.2396116, 2.9712725),
-            (2.3718784, 0.49947417, 9.931435, 1.7136912, -10.436423, -1.9067793, -1.2343777, -0.09735),
-        ),
-        2: (
-            (-0.8669908, -2.6278377, 2.8607178, -1.8587376, -2.7437975),
-            (-0.66452104, -2.9279308, -16.49147, 4.06107, 4.232153, -4.652277, -4.9924355, -1.5655216),
-        ),
-        3: (
-            (2.1904812, -0.9653516, 2.2308893, -2.95686, 1.7665963),
-            (3.5023372, 5.254722, 8.685451, 9.995327, 0.40782332, -5.7111573, 10.605566, 12.695774),
-        ),
-    },
-    "gaussian_mixture": {
-        1: ((-9.527071, -1.4817104), (-9.472713, -1.4950509)),
-        2: ((-2.8899693, -8.7594595), (-2.940192, -8.682056)),
-        3: ((7.3016033, -3.2178392), (7.1683364, -3.0470583)),
-    },
-}
 
 
 class SbibmDataUnavailable(RuntimeError):
@@ -137,7 +97,12 @@ def cache_dir(root: Optional[Path | str] = None) -> Path:
 
 
 def is_cached(root: Optional[Path | str] = None) -> bool:
-    return (cache_dir(root) / _COMPLETE).is_file()
+    """Whether the cache holds every task of :data:`TASKS` (one extracted with fewer tasks is not)."""
+    try:
+        done = json.loads((cache_dir(root) / _COMPLETE).read_text()).get("observations", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(done, dict) and all(done.get(task) == NUM_OBSERVATIONS for task in TASKS)
 
 
 def fetch(root: Optional[Path | str] = None, *, wheel: Optional[Path | str] = None, timeout: float = 300) -> Path:
@@ -196,19 +161,34 @@ def _check_hash(path: Path) -> None:
         raise SbibmDataUnavailable(f"{path}: sha256 {digest} is not that of {WHEEL_NAME} ({WHEEL_SHA256})")
 
 
+def _sources() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(wheel folder, file name) -> the (task, file name in the cache) it is copied to."""
+    sources: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for task in TASKS:
+        folder, observation = _VARIANTS.get(task, (task, "observation.csv"))
+        for name in _FILES:
+            member = observation if name == "observation.csv" else name
+            sources.setdefault((folder, member), []).append((task, name))
+    return sources
+
+
 def _extract(wheel: Path, staging: Path) -> dict[str, int]:
     """Copy the data files of :data:`TASKS` to ``staging/<task>/num_observation_<k>/``."""
     found: dict[tuple[str, int], set[str]] = {}
+    sources = _sources()
     with zipfile.ZipFile(wheel) as archive:
         for member in archive.namelist():
             match = _MEMBER.match(member)
-            if match is None or match["task"] not in TASKS:
+            targets = sources.get((match["folder"], match["file"])) if match else None
+            if not targets:
                 continue
             k = int(match["k"])
-            out = staging / match["task"] / f"num_observation_{k}" / match["file"]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(archive.read(member))
-            found.setdefault((match["task"], k), set()).add(match["file"])
+            data = archive.read(member)
+            for task, name in targets:
+                out = staging / task / f"num_observation_{k}" / name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(data)
+                found.setdefault((task, k), set()).add(name)
     counts = {}
     for task in TASKS:
         complete = [k for k in range(1, NUM_OBSERVATIONS + 1) if found.get((task, k)) == set(_FILES)]
@@ -239,8 +219,8 @@ def published_observation(
     if not is_cached(root):
         if not download:
             raise SbibmDataUnavailable(
-                f"sbibm's reference files are not cached in {cache_dir(root)}; "
-                "run `python scripts/benchmark_reference.py fetch`"
+                f"sbibm's reference files (every task of {', '.join(TASKS)}) are not cached in "
+                f"{cache_dir(root)}; run `python scripts/benchmark_reference.py fetch`"
             )
         fetch(root)
     folder = cache_dir(root) / task / f"num_observation_{num_observation}"

@@ -90,7 +90,8 @@ def test_lc2st_verdict_agrees_with_c2st_against_the_exact_reference(two_moons, e
     result = compute_diagnostics(DiagnosticsInputs(posterior, test_theta, test_x, x_o=x_o, reference_samples=reference),
                                  settings, seeds(5))
     c2st_passes = result.metrics["c2st"] <= 0.7
-    lc2st_passes = min(result.metrics["lc2st/pvalue"], result.metrics["lc2st/nf_pvalue"]) >= 0.01
+    # at 20 null classifiers: fails when the statistic beats every one of them (p = 1/21, its smallest value)
+    lc2st_passes = min(result.metrics["lc2st/pvalue"], result.metrics["lc2st/nf_pvalue"]) > 1 / 21 + 1e-9
     assert c2st_passes == lc2st_passes == should_pass, result.metrics
     assert result.misspecified is False  # x_o is one two_moons produces
     gated = {c.name for c in result.gates.checks}

@@ -337,4 +337,6 @@ def explain_failures(report: GateReport, limit: int = 3) -> list[str]:
         lines.append(f"  {check.name} = {check.value:.3g} ({rule_text(check)}; {beyond})")
     kind = failed[0].name.split("/")[0]
     lines.append("what usually helps: " + ADVICE.get(kind if kind in ADVICE else "calibration", ADVICE["calibration"]))
+    if report.level:
+        lines.append(f"the verdict's level: {report.level}")
     return lines

@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,9 @@ def test_the_page_from_a_function_to_a_loaded_posterior(installed, tmp_path):
     run_id = ""
     for line in documented_lines([PAGE]):
         command = with_tiny_budget(line.command.replace("<run id>", run_id))
+        started = time.perf_counter()
         result = _run(command, project, installed)
+        print(f"{line.where}: {time.perf_counter() - started:.1f} s: {line.command}")  # pytest -s: the page's timings
         assert result.returncode == 0, f"{line.where}: `{command}` exited {result.returncode}:\n{result.stderr[-3000:]}"
         found = re.search(r"sbilab: run (\w+) FINISHED", result.stdout)
         run_id = found.group(1) if found else run_id

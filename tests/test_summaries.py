@@ -224,3 +224,15 @@ def test_a_prior_of_your_own_is_rebuilt_when_you_trust_its_package(tmp_path, mon
     assert samples.shape == (20, 2) and ((samples >= 0) & (samples <= 2)).all()
     monkeypatch.setenv("SBILAB_TRUSTED_PACKAGES", "other,mylab")
     assert rebuild_posterior(spec, estimator.state_dict()) is not None
+
+
+def test_a_stored_spec_cannot_call_any_sbilab_function_only_its_own_kind_of_part():
+    """sbilab.scaffold.write_model writes files: a prior spec naming it is refused like any foreign code."""
+    spec = posterior_spec({"_target_": "sbilab.methods.NPE"}, {"model": "maf"},
+                          {"_target_": "sbilab.scaffold.write_model", "name": "evil", "folder": "/tmp"}, 1, 1)
+    with pytest.raises(ValueError, match=r"only sbilab.priors.\* parts are rebuilt on load"):
+        rebuild_posterior(spec, {})
+    spec = posterior_spec({"_target_": "sbilab.priors.box_uniform"}, {"model": "maf"},
+                          {"_target_": "sbilab.priors.box_uniform", "low": [0.0], "high": [1.0], "names": ["a"]}, 1, 1)
+    with pytest.raises(ValueError, match=r"only sbilab.methods.\* parts"):
+        rebuild_posterior(spec, {})

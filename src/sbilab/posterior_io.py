@@ -7,7 +7,8 @@ Nothing is unpickled on load: the state dict is read with ``weights_only=True``
 and the network and prior are rebuilt from their configs, so a store cannot make
 the loader run arbitrary code. A summary with a learned embedding of x (its
 ``embedding_net()``) is rebuilt from the spec's ``summary`` config, under the same
-rule: only ``sbilab.*`` targets are instantiated, and those of packages the caller trusts by name.
+rule: only sbilab's own priors, methods and summaries are instantiated (not any ``sbilab.*`` callable),
+and the parts of packages the caller trusts by name.
 """
 
 from __future__ import annotations
@@ -65,25 +66,31 @@ def estimators_state(estimators: Sequence[nn.Module]) -> dict[str, torch.Tensor]
 TRUST_ENV = "SBILAB_TRUSTED_PACKAGES"
 
 
+#: what each part of a stored spec may build without trust: sbilab's priors, methods and summaries only,
+#: not any sbilab callable (``sbilab.scaffold.write_model`` writes files; a spec must not be able to call it)
+OWN_PARTS = {"method": "sbilab.methods", "prior": "sbilab.priors", "summary": "sbilab.summaries"}
+
+
 def trusted_packages(trust: Optional[Sequence[str]] = None) -> tuple[str, ...]:
-    """sbilab itself, the packages in ``trust`` and those in ``$SBILAB_TRUSTED_PACKAGES``."""
+    """The packages in ``trust`` and in ``$SBILAB_TRUSTED_PACKAGES`` (sbilab's own parts come per part)."""
     named = list(trust or []) + [p for p in os.environ.get(TRUST_ENV, "").split(",")]
-    return ("sbilab", *sorted({p.strip() for p in named if p and p.strip()}))
+    return tuple(sorted({p.strip() for p in named if p and p.strip()}))
 
 
 def _is_trusted(target: str, trusted: Sequence[str]) -> bool:
     return any(target == package or target.startswith(f"{package}.") for package in trusted)
 
 
-def _refusal(target: str) -> str:
+def _refusal(target: str, own: str) -> str:
     package = target.split(".")[0] or "<package>"
-    return (f"posterior spec names _target_={target!r}; only sbilab.* parts are rebuilt on load unless you trust "
+    return (f"posterior spec names _target_={target!r}; only {own}.* parts are rebuilt on load unless you trust "
             f"its package: load_posterior(..., trust=[{package!r}]) or {TRUST_ENV}={package}")
 
 
-def _trusted_part(cfg: Mapping[str, Any], trusted: Sequence[str] = ("sbilab",)) -> dict[str, Any]:
-    """A part config from a stored spec, refused unless every ``_target_`` in it is in a trusted package."""
-    _refuse_untrusted_targets(cfg, trusted, top=True)
+def _trusted_part(cfg: Mapping[str, Any], part: str, trusted: Sequence[str] = ()) -> dict[str, Any]:
+    """A ``part`` config from a stored spec, refused unless every ``_target_`` in it is sbilab's own kind of
+    that part (:data:`OWN_PARTS`) or in a package the caller trusts."""
+    _refuse_untrusted_targets(cfg, (OWN_PARTS[part], *trusted), top=True)
     return {k: v for k, v in cfg.items() if k != "name"}
 
 
@@ -92,7 +99,7 @@ def _refuse_untrusted_targets(node: Any, trusted: Sequence[str], top: bool = Fal
     if isinstance(node, Mapping):
         target = node.get("_target_")
         if (top or target is not None) and not _is_trusted(str(target or ""), trusted):
-            raise ValueError(_refusal(str(target or "")))
+            raise ValueError(_refusal(str(target or ""), trusted[0]))
         for value in node.values():
             _refuse_untrusted_targets(value, trusted)
     elif isinstance(node, (list, tuple)):
@@ -109,12 +116,12 @@ def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]
     if spec.get("format") != 1:
         raise ValueError(f"unknown posterior spec format {spec.get('format')!r}")
     trusted = trusted_packages(trust)
-    method = instantiate(_trusted_part(spec["method"], trusted), _convert_="all")
-    prior = build_prior(_trusted_part(spec["prior"], trusted))
+    method = instantiate(_trusted_part(spec["method"], "method", trusted), _convert_="all")
+    prior = build_prior(_trusted_part(spec["prior"], "prior", trusted))
     theta, x = placeholder_batch(spec["theta_dim"], spec["x_dim"])
     make_embedding = None  # a fresh x-embedding per network
     if spec.get("summary") is not None:
-        summary = instantiate(_trusted_part(spec["summary"], trusted), _convert_="all")
+        summary = instantiate(_trusted_part(spec["summary"], "summary", trusted), _convert_="all")
         make_embedding = getattr(summary, "embedding_net", None)
     size = spec.get("ensemble_size", 1)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:

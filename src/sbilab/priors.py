@@ -92,33 +92,30 @@ def _same_length(first: torch.Tensor, second: torch.Tensor, keys: tuple[str, str
         raise ConfigError(f"prior.{keys[0]} has {first.numel()} entries but prior.{keys[1]} has {second.numel()}")
 
 
+def _independent_pair(family: type, first: Sequence[float], second: Sequence[float], keys: tuple[str, str],
+                      positive: tuple[str, ...], names: Sequence[str]) -> Distribution:
+    """Independent ``family(first[i], second[i])`` per parameter: two same-length lists, some of them > 0."""
+    values = {keys[0]: _vector(first, keys[0]), keys[1]: _vector(second, keys[1])}
+    _same_length(values[keys[0]], values[keys[1]], keys)
+    for key in positive:
+        _positive(values[key], key)
+    _check_names(names, values[keys[0]].numel())
+    return Independent(family(values[keys[0]], values[keys[1]]), 1)
+
+
 def log_normal(loc: Sequence[float], scale: Sequence[float], names: Sequence[str]) -> Distribution:
     """Independent log-normals: log θ ~ N(loc, scale²) (positive parameters; a rate, a conductance)."""
-    mu, sd = _vector(loc, "loc"), _vector(scale, "scale")
-    _same_length(mu, sd, ("loc", "scale"))
-    _positive(sd, "scale")
-    _check_names(names, mu.numel())
-    return Independent(LogNormal(mu, sd), 1)
+    return _independent_pair(LogNormal, loc, scale, ("loc", "scale"), ("scale",), names)
 
 
 def gamma(concentration: Sequence[float], rate: Sequence[float], names: Sequence[str]) -> Distribution:
     """Independent gammas with shape ``concentration`` and ``rate`` (mean concentration / rate)."""
-    k, r = _vector(concentration, "concentration"), _vector(rate, "rate")
-    _same_length(k, r, ("concentration", "rate"))
-    _positive(k, "concentration")
-    _positive(r, "rate")
-    _check_names(names, k.numel())
-    return Independent(Gamma(k, r), 1)
+    return _independent_pair(Gamma, concentration, rate, ("concentration", "rate"), ("concentration", "rate"), names)
 
 
 def beta(alpha: Sequence[float], beta: Sequence[float], names: Sequence[str]) -> Distribution:
     """Independent Beta(alpha, beta) on (0, 1) per parameter (a probability, a fraction)."""
-    a, b = _vector(alpha, "alpha"), _vector(beta, "beta")
-    _same_length(a, b, ("alpha", "beta"))
-    _positive(a, "alpha")
-    _positive(b, "beta")
-    _check_names(names, a.numel())
-    return Independent(Beta(a, b), 1)
+    return _independent_pair(Beta, alpha, beta, ("alpha", "beta"), ("alpha", "beta"), names)
 
 
 def multivariate_normal(loc: Sequence[float], names: Sequence[str],

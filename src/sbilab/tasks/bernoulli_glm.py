@@ -23,22 +23,24 @@ NUM_BINS = 100
 DIM = 10
 
 
+def _read_only(key: str) -> np.ndarray:
+    """One array of the shipped sbibm data, as float64 of its float32 values, read-only."""
+    with np.load(DATA) as data:
+        values = data[key].astype(np.float64)
+    values.setflags(write=False)
+    return values
+
+
 @lru_cache(maxsize=1)
 def design_matrix() -> np.ndarray:
     """sbibm's design matrix X [100, 10] (float64 of its float32 values; read-only)."""
-    with np.load(DATA) as data:
-        matrix = data["design_matrix"].astype(np.float64)
-    matrix.setflags(write=False)
-    return matrix
+    return _read_only("design_matrix")
 
 
 @lru_cache(maxsize=1)
 def stimulus() -> np.ndarray:
     """sbibm's white-noise stimulus I [100] (seed 42; read-only)."""
-    with np.load(DATA) as data:
-        values = data["stimulus_I"].astype(np.float64)
-    values.setflags(write=False)
-    return values
+    return _read_only("stimulus_I")
 
 
 def prior_precision() -> np.ndarray:

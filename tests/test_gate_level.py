@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from sbilab.diagnostics import DiagnosticsInputs, compute_diagnostics
+from sbilab.diagnostics import DiagnosticsInputs, compute_diagnostics, evaluate_gates
 from sbilab.diagnostics.settings import DiagnosticsSeeds, DiagnosticsSettings
 
 D, PRIOR_VAR, NOISE_VAR = 10, 0.1, 0.1
@@ -61,3 +61,6 @@ def test_an_exact_posterior_passes_the_gates_on_19_of_20_seeds():
     failures = {seed: [(c.name, round(c.value, 4), round(c.threshold, 4)) for c in r.gates.failed]
                 for seed, r in enumerate(results) if r.verdict != "pass"}
     assert len(failures) <= 1, failures
+    # the per-gate rule of old on the same draws (docs/calibration.md: 6 of 20) cries wolf far more often
+    per_gate = sum(not evaluate_gates(r.metrics, {"family_level": None}).passed for r in results)
+    assert per_gate >= 3, per_gate

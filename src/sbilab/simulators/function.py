@@ -120,6 +120,7 @@ class FunctionSimulator(Simulator):
         self.on_error = on_error
         self.parameter_dim = parameter_dim  # type: ignore[assignment]
         self.takes_rng = _takes_rng(self.fn)
+        self._last_error: Optional[tuple[np.ndarray, Exception]] = None  # the latest θ that raised, for messages
         self.version = f"{version}:{_source_digest(self.fn)}"
 
     def __getstate__(self) -> dict[str, Any]:  # worker processes import the function again by name

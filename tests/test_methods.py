@@ -353,3 +353,27 @@ def test_unbounded_theta_space_is_refused_where_sbi_cannot_do_it(method_cfg, mod
     method = instantiate(method_cfg, _convert_="all")
     with pytest.raises(ConfigError, match="estimator.z_score_theta=transform_to_unconstrained"):
         method.check_estimator({"model": model, "z_score_theta": "transform_to_unconstrained"})
+
+
+def test_direct_sampling_refuses_a_flow_whose_mass_lies_outside_the_prior_and_is_sbis_own_otherwise():
+    """sbi's rejection loop has no draw limit: a flow with almost no mass in a 10-d box would sample for
+    hours. The probe refuses it in one line; where the flow fits, the samples are sbi's, bit for bit."""
+    from sbi.inference.posteriors import DirectPosterior
+
+    from sbilab.errors import SamplingError
+    from sbilab.methods.samplers import ProbedDirectPosterior
+
+    torch.manual_seed(0)
+    prior = BoxUniform(-torch.ones(10), torch.ones(10))
+    x = torch.randn(500, 3)
+    outside = posterior_nn("maf", hidden_features=10, num_transforms=1)(torch.randn(500, 10) + 50.0, x).eval()
+    with pytest.raises(SamplingError, match=r"mass inside the prior .*estimator=zuko_maf_unconstrained"):
+        ProbedDirectPosterior(posterior_estimator=outside, prior=prior).sample((10,), x=x[0], show_progress_bars=False)
+
+    inside = posterior_nn("maf", hidden_features=10, num_transforms=1)(0.1 * torch.randn(500, 10), x).eval()
+    probed, plain = (cls(posterior_estimator=inside, prior=prior) for cls in (ProbedDirectPosterior, DirectPosterior))
+    torch.manual_seed(1)
+    ours = probed.sample((200,), x=x[0], show_progress_bars=False)
+    torch.manual_seed(1)
+    theirs = plain.sample((200,), x=x[0], show_progress_bars=False)
+    assert torch.equal(ours, theirs)

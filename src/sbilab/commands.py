@@ -13,9 +13,41 @@ from omegaconf import DictConfig
 from sbilab import entry
 
 
+def decide_recipe(cfg: DictConfig) -> DictConfig:
+    """``recipe=when_unnamed`` (the default) made ``always`` or ``never`` from what this command named: the
+    composed groups (``hydra.runtime.choices``) against the primary config's defaults, and the overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from sbilab.config import recipe_decision
+
+    if cfg.get("recipe") is None or cfg.recipe.get("apply") != "when_unnamed" or not HydraConfig.initialized():
+        return cfg
+    hydra_cfg = HydraConfig.get()
+    apply, why = recipe_decision(cfg.recipe, dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task),
+                                 primary_defaults())
+    with open_dict(cfg):
+        cfg.recipe.apply = apply
+        cfg.recipe.decided = why
+    return cfg
+
+
+def primary_defaults() -> dict[str, str]:
+    """The options ``conf/config.yaml`` (sbilab's primary config) chooses for each group."""
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent / "conf" / "config.yaml").read_text()
+    entries = yaml.safe_load(text).get("defaults", [])
+    return {str(k): str(v) for entry in entries if isinstance(entry, dict) for k, v in entry.items()}
+
+
 def train(cfg: DictConfig) -> None:
     """One run (or one job of a multirun, a child of the sweep's parent run)."""
     from sbilab.config import preflight
+
+    cfg = decide_recipe(cfg)
 
     entry.guarded(lambda: preflight(cfg))  # before the heavy imports: a typo costs a second
     from sbilab.experiments.report import train_and_report

@@ -28,6 +28,8 @@ from sbilab.settings import BOOL, FRACTION, INT_GE_0, INT_GE_1, at_least, fracti
 LR_SCHEDULES = ("plateau", "cosine")
 #: ``simulation.backend`` options
 SIMULATION_BACKENDS = ("local", "serial", "dask")
+#: ``recipe.apply`` options: when the generic recipe replaces the estimator and trainer
+RECIPE_APPLY = ("always", "when_unnamed", "never")
 #: ``trainer.accelerator`` options (Lightning's names)
 ACCELERATORS = ("cpu", "gpu", "auto")
 
@@ -110,6 +112,55 @@ class TrainerSettings:
 
 
 @dataclass
+class RecipeSettings:
+    """``recipe.*``: the generic training a model nobody tuned for gets (``sbilab.training.recipe``).
+
+    ``apply``: ``always`` (``recipe=auto``); ``when_unnamed`` (the default: for a simulator other
+    than the HH tutorial's, when neither an estimator nor a trainer was named on the command line
+    or by an experiment preset); ``never`` (``recipe=off``: the composed estimator and trainer).
+    """
+
+    name: str = "auto"
+    apply: str = setting("when_unnamed", f"one of {', '.join(RECIPE_APPLY)}", lambda v: v in RECIPE_APPLY)
+    #: estimator configs tried, in order, on one shared validation split (the first is always trained)
+    candidates: list[Any] = setting([], "a non-empty list of estimator configs (model: ..., sbi builder keys)",
+                                    lambda v: len(v) > 0 and all(isinstance(c, dict) and "model" in c for c in v))
+    #: further networks of the best candidate (other initialisation and batch order, same split)
+    extra_seeds: int = setting(2, INT_GE_0, at_least(0))
+    #: the most networks in the mixture (greedy selection on the held-out loss)
+    max_members: int = setting(4, INT_GE_1, at_least(1))
+    #: a network joins the mixture only when it lowers the held-out -log q by more than this (nats per pair)
+    min_gain: float = setting(0.005, "a number >= 0", at_least(0))
+    #: training seconds for all networks: no further network starts once the next would likely pass it
+    time_budget_s: float = setting(600.0, "a number > 0 (seconds)", lambda v: v > 0)
+    #: simulations per training pair in a batch: batch size = N / batches_per_epoch, as a power of 2 in [32, 512]
+    batches_per_epoch: int = setting(50, INT_GE_1, at_least(1))
+    #: the run's simulator options that keep the composed estimator and trainer under ``when_unnamed``
+    tuned_simulators: list[str] = setting(["hodgkin_huxley", "hodgkin_huxley_8p"], "a list of simulator options")
+    #: why ``when_unnamed`` decided as it did (set by the command that composed the config)
+    decided: str = ""
+
+
+def recipe_decision(recipe: Any, choices: dict[str, Any], overrides: list[str],
+                    defaults: dict[str, str]) -> tuple[str, str]:
+    """``recipe.apply=when_unnamed`` made concrete: (``always`` or ``never``, why in words).
+
+    ``choices``: each group's chosen option (Hydra's ``runtime.choices``, experiment presets included);
+    ``overrides``: the command line's; ``defaults``: the primary config's options for estimator and trainer.
+    """
+    simulator = str(choices.get("simulator"))
+    if simulator in list(recipe.get("tuned_simulators") or []):
+        return "never", f"simulator={simulator} keeps its tuned estimator and trainer"
+    for group in ("estimator", "trainer"):
+        named = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == group]
+        if named:
+            return "never", f"{named[0]} was given"
+        if choices.get(group) != defaults.get(group):
+            return "never", f"{group}={choices.get(group)} was named by experiment={choices.get('experiment')}"
+    return "always", f"simulator={simulator} with no estimator or trainer named"
+
+
+@dataclass
 class TrackingSettings:
     """``tracking.*``: the MLflow store and how the run is named there."""
 
@@ -187,6 +238,7 @@ class Settings:
     diagnostics: DiagnosticsSettings
     tracking: TrackingSettings
     observation: Any  # one of OBSERVATIONS' values
+    recipe: RecipeSettings = dataclasses.field(default_factory=RecipeSettings)
 
 
 def check_config(cfg: DictConfig) -> Settings:
@@ -205,6 +257,8 @@ def check_config(cfg: DictConfig) -> Settings:
         diagnostics=load_settings(DiagnosticsSettings, cfg.get("diagnostics"), "diagnostics"),
         tracking=load_settings(TrackingSettings, cfg.get("tracking"), "tracking"),
         observation=load_observation(cfg.get("observation")),
+        recipe=load_settings(RecipeSettings, cfg.get("recipe"), "recipe") if cfg.get("recipe") is not None
+        else RecipeSettings(apply="never"),
     )
     check_across_groups(settings)
     return settings

@@ -19,6 +19,10 @@ class TrackingError(UserInputError):
     """The MLflow store cannot be reached or initialised (``tracking.uri``)."""
 
 
+class SamplingError(UserInputError):
+    """The trained posterior cannot be sampled as configured (the message says what to change)."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM while a run was open; the run is closed KILLED (``run_id``) before this is raised."""
 

@@ -69,6 +69,7 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # plain words for the person who ran it (misspecification)
     explanation: list[str] = field(default_factory=list)  # the worst failed gates and what helps; what was cut
+    chosen: Optional[str] = None  # recipe=auto: what it chose and why (one line)
 
 
 @dataclass
@@ -115,8 +116,9 @@ def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         record(recorder, spec, fitted, diagnosis)
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
         metrics = {**fitted.networks.metrics(), **diagnosis.metrics}
+        choice = fitted.networks.choice
         return RunResult(recorder.run_id, recorder.experiment_id, diagnosis.verdict, metrics, diagnosis.warnings,
-                         diagnosis.explanation)
+                         diagnosis.explanation, None if choice is None else choice.summary())
 
 
 @contextmanager
@@ -127,6 +129,7 @@ def open_run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
     Closed FINISHED when the block returns, FAILED on an exception, KILLED on Ctrl-C/SIGTERM.
     """
     tags = {**{f"sbilab.{group}": option for group, option in spec.choices.items()},
+            **({"sbilab.recipe": "auto"} if spec.recipe is not None else {}),
             "sbilab.git_commit": tracking.git_commit(spec.paths.root), **tracking.source_tags(spec.paths.root),
             **(extra_tags or {})}
     with tracking.start_run(spec.tracking.uri, spec.experiment_name, spec.tracking.artifact_location,
@@ -172,12 +175,13 @@ def train(spec: RunSpec, observer: TrainingObserver = SilentObserver()) -> Fitte
         method=spec.parts.method, estimator=spec.part_configs["estimator"], prior=spec.parts.prior,
         settings=spec.trainer, seed=spec.seeds.train, num_simulations=spec.simulation.num_simulations,
         x_o=spec.observation.x, embedding_net=getattr(spec.parts.summary, "embedding_net", None),
+        recipe=spec.recipe,
     )
 
     def simulate_round(proposal: Optional[Any], round_: int, num: int) -> Dataset:
         return simulate(spec, "train" if round_ == 0 else f"train-round-{round_}", num, proposal)
 
-    fitted = strategy_for(spec.parts.method).fit(problem, simulate_round, observer)
+    fitted = strategy_for(spec.parts.method, spec.recipe).fit(problem, simulate_round, observer)
     observer.networks_trained(fitted.networks)
     return fitted
 
@@ -284,6 +288,8 @@ def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagno
     """The posterior artifact and training curves, (when given) everything ``diagnose`` found, and the
     run's description (verdict, gate table, warnings) for the UI."""
     record_posterior(recorder, spec, fitted)
+    if fitted.networks.choice is not None:  # what recipe=auto tried, chose and why
+        recorder.log_dict(fitted.networks.choice.record(), "recipe.json")
     first = fitted.networks.first
     others = [member.val_losses for member in fitted.networks.members[1:]]
     recorder.log_figure(loss_curves(first.train_losses, first.val_losses, best_epoch(first.val_losses), others),
@@ -344,10 +350,11 @@ def record_posterior(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitt
     the pyfunc model over it."""
     configs = spec.part_configs
     learned_summary = hasattr(spec.parts.summary, "embedding_net")  # its weights are in the state: rebuild it
-    saved = posterior_spec(configs["method"], configs["estimator"], configs["prior"],
-                           len(spec.parts.parameter_names), spec.parts.x_dim,
+    member_configs = fitted.networks.configs
+    saved = posterior_spec(configs["method"], member_configs[0] if member_configs else configs["estimator"],
+                           configs["prior"], len(spec.parts.parameter_names), spec.parts.x_dim,
                            summary_cfg=configs["summary"] if learned_summary else None,
-                           ensemble_size=len(fitted.networks.members))
+                           ensemble_size=len(fitted.networks.members), member_estimators=member_configs)
     recorder.log_text(yaml.safe_dump(saved, sort_keys=False), f"posterior/{SPEC_FILE}")
     recorder.log_torch_state(estimators_state(fitted.networks.estimators), f"posterior/{STATE_FILE}")
     if spec.tracking.log_model:

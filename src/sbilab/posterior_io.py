@@ -33,12 +33,14 @@ STATE_FILE = "estimator.pt"
 
 def posterior_spec(method_cfg: Mapping[str, Any], estimator_cfg: Mapping[str, Any], prior_cfg: Mapping[str, Any],
                    theta_dim: int, x_dim: int, summary_cfg: Optional[Mapping[str, Any]] = None,
-                   ensemble_size: int = 1) -> dict[str, Any]:
+                   ensemble_size: int = 1,
+                   member_estimators: Optional[Sequence[Mapping[str, Any]]] = None) -> dict[str, Any]:
     """Everything needed to rebuild the posterior around a saved state dict.
 
     ``summary_cfg``: the summary's config; needed when the summary brings a learned
     embedding of x (``embedding_net()``), whose weights are part of the state dict.
     ``ensemble_size``: the number of networks whose states :func:`estimators_state` saved.
+    ``member_estimators``: each network's estimator config when they differ (``recipe=auto``'s mixtures).
     """
     spec = {
         "format": 1,
@@ -52,6 +54,10 @@ def posterior_spec(method_cfg: Mapping[str, Any], estimator_cfg: Mapping[str, An
         spec["summary"] = dict(summary_cfg)
     if ensemble_size != 1:
         spec["ensemble_size"] = int(ensemble_size)
+    if member_estimators is not None and any(dict(c) != dict(estimator_cfg) for c in member_estimators):
+        if len(member_estimators) != ensemble_size:
+            raise ValueError(f"{len(member_estimators)} member estimators for an ensemble of {ensemble_size}")
+        spec["member_estimators"] = [dict(c) for c in member_estimators]
     return spec
 
 
@@ -126,9 +132,12 @@ def rebuild_posterior(spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]
     size = spec.get("ensemble_size", 1)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"posterior spec names ensemble_size={size!r}; expected an integer >= 1")
-    estimators = [method.build_estimator(spec["estimator"], theta, x, prior=prior,
+    configs = spec.get("member_estimators") or [spec["estimator"]] * size
+    if len(configs) != size:
+        raise ValueError(f"posterior spec names {len(configs)} member_estimators for ensemble_size={size}")
+    estimators = [method.build_estimator(config, theta, x, prior=prior,
                                          embedding_net=make_embedding() if make_embedding else None)
-                  for _ in range(size)]
+                  for config in configs]
     (estimators[0] if size == 1 else nn.ModuleList(estimators)).load_state_dict(dict(state))
     return ensemble_posterior([method.build_posterior(estimator, prior) for estimator in estimators])
 

@@ -20,6 +20,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from sbilab.config import (
     DiagnosticsSettings,
+    RecipeSettings,
     SimulationSettings,
     TrackingSettings,
     TrainerSettings,
@@ -87,6 +88,8 @@ class RunSpec:
     seeds: RunSeeds
     num_threads: int
     paths: Paths
+    #: the generic recipe when it applies (``recipe=auto``, or ``when_unnamed`` decided so), else None
+    recipe: Optional[RecipeSettings] = None
 
     @property
     def experiment_name(self) -> str:
@@ -225,6 +228,19 @@ def with_recording_protocol(cfg: DictConfig, recording: Recording) -> DictConfig
     return cfg
 
 
+def check_recipe(recipe: RecipeSettings, method: Method) -> None:
+    """The recipe trains NPE density estimators on prior simulations: the method must train one, and every
+    candidate must be an estimator it can train (one line naming the candidate)."""
+    if not method.amortised or method.family != "density" or not method.models_theta_density:
+        raise ConfigError(f"recipe=auto chooses among NPE density estimators; method={method.name!r} is not "
+                          "one (allowed: method=npe), or name an estimator and trainer yourself with recipe=off")
+    for k, candidate in enumerate(recipe.candidates):
+        try:
+            method.check_estimator(candidate)
+        except ConfigError as error:
+            raise ConfigError(f"recipe.candidates[{k}]: {error}") from None
+
+
 def check_accelerator(accelerator: str) -> None:
     """``trainer.accelerator=gpu`` needs a GPU that torch can use (Lightning's own error is a long trace)."""
     if accelerator != "gpu" or torch.cuda.is_available() or torch.backends.mps.is_available():
@@ -250,10 +266,15 @@ def prepare(cfg: DictConfig) -> RunSpec:
             check_inside_prior(theta_o, parts.prior, part_configs["prior"])
     observation = make_observation(parts.simulator, parts.summary, settings.observation, parts.x_dim, recording)
     config = OmegaConf.to_container(cfg, resolve=True)
+    recipe = settings.recipe if settings.recipe.apply == "always" else None
+    if recipe is not None:  # the recipe chooses the estimator: the run shows "auto" and its candidates
+        check_recipe(recipe, parts.method)
+        part_configs["estimator"] = config["estimator"] = {
+            "name": "auto", "candidates": [str(c.get("name") or c["model"]) for c in recipe.candidates]}
     paths = Paths(Path(config["paths"]["root"]), Path(config["paths"]["cache_dir"]),
                   Path(config["paths"]["output_dir"]))
     trainer = replace(settings.trainer, root_dir=str(paths.output_dir))
     return RunSpec(config=config, part_configs=part_configs, parts=parts, observation=observation,
                    simulation=settings.simulation, trainer=trainer, diagnostics=settings.diagnostics,
                    tracking=settings.tracking, seeds=RunSeeds(settings.run.seed),
-                   num_threads=settings.run.num_threads, paths=paths)
+                   num_threads=settings.run.num_threads, paths=paths, recipe=recipe)

@@ -48,6 +48,8 @@ def train_and_report(spec: RunSpec, parent_run_id: Optional[str] = None,
               f"({time.perf_counter() - started:.0f}s)", flush=True)
         return GATES_FAILED_EXIT if strict_failure else 0
     print(f"sbilab: run {result.run_id} FINISHED (experiment {result.experiment_id})")
+    if result.chosen:
+        print(f"sbilab: {result.chosen}")
     if result.gates is not None:
         print(f"sbilab: calibration gates: {result.gates.upper()}")
     for line in result.explanation:

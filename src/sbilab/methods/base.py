@@ -21,7 +21,12 @@ from torch.distributions import Distribution
 
 from sbilab.errors import ConfigError
 from sbilab.methods.estimators import FAMILY_EXAMPLE, UNCONSTRAINED, estimator_family, estimator_kwargs
-from sbilab.methods.samplers import POSTERIOR_PARAMETERS, FittedVIPosterior, plain_container
+from sbilab.methods.samplers import (
+    POSTERIOR_PARAMETERS,
+    FittedVIPosterior,
+    ProbedDirectPosterior,
+    plain_container,
+)
 from sbilab.methods.slice_sampler import SLICE_VECTORIZED, VectorizedSliceMCMCPosterior
 
 #: sbi's MCMC methods (``MCMCPosteriorParameters.method``); sbilab adds ``slice_vectorized``
@@ -185,7 +190,7 @@ class Method(ABC):
         params, train_kwargs = self._posterior_parameters()
         options = asdict(params)
         if self.sample_with == "direct":
-            return DirectPosterior(posterior_estimator=estimator, prior=prior, device="cpu", **options)
+            return ProbedDirectPosterior(posterior_estimator=estimator, prior=prior, device="cpu", **options)
         if self.sample_with in ("ode", "sde"):
             return VectorFieldPosterior(vector_field_estimator=estimator, prior=prior, device="cpu",
                                         sample_with=self.sample_with, **options)

@@ -25,6 +25,10 @@ class EnsembleTraining:
     """The networks of one run: ``trainer.ensemble_size`` members (usually one) fitted to the same data."""
 
     members: list[TrainingResult]
+    #: each member's estimator config when they differ (``recipe=auto``'s mixtures); None: the run's estimator
+    configs: Optional[list[dict[str, Any]]] = None
+    #: what ``recipe=auto`` tried and chose (``sbilab.training.recipe.RecipeChoice``), else None
+    choice: Any = None
 
     @property
     def first(self) -> TrainingResult:
@@ -50,6 +54,8 @@ class EnsembleTraining:
                 metrics[f"member_{k}/train/epochs"] = member.epochs
             metrics["ensemble/size"] = len(self.members)
             metrics["ensemble/val_loss_best_mean"] = sum(m.best_val_loss for m in self.members) / len(self.members)
+        if self.choice is not None:
+            metrics.update(self.choice.metrics())
         return metrics
 
 

@@ -57,6 +57,7 @@ def train_estimator(
     embedding_net: Optional[Callable[[], nn.Module]] = None,
     estimator: Optional[nn.Module] = None,
     prior: Optional[Distribution] = None,
+    split_seed: Optional[int] = None,
 ) -> TrainingResult:
     """Split, build the network on the training split, and fit it with Lightning.
 
@@ -70,11 +71,17 @@ def train_estimator(
     ``estimator``: continue training this network instead of building one (later
     rounds of sequential methods; its z-scoring stays that of its first data).
     ``prior``: handed to the network builder (``z_score_theta=transform_to_unconstrained`` needs its support).
+    ``split_seed``: draw the train/validation split from this seed instead, then seed with ``seed``: networks
+    that differ in initialisation and batch order but share one validation set (``recipe=auto`` compares them).
     """
     started = time.perf_counter()
-    if seed is not None:
+    if split_seed is not None:
+        torch.manual_seed(split_seed)
+    elif seed is not None:
         torch.manual_seed(seed)
     split = split_indices(theta.shape[0], settings.validation_fraction)
+    if split_seed is not None and seed is not None:
+        torch.manual_seed(seed)
     if estimator is None:
         embedding = embedding_net() if embedding_net is not None else None
         estimator = method.build_estimator(estimator_cfg, theta[split.train], x[split.train],
@@ -124,5 +131,6 @@ def train_estimator(
         best_val_loss=module.best_val_loss,
         epochs=len(module.val_losses),
         seconds=time.perf_counter() - started,
+        extra={"split": split},
     )
 

@@ -15,10 +15,11 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbilab.config import TrainerSettings
+from sbilab.config import RecipeSettings, TrainerSettings
 from sbilab.methods import Method
 from sbilab.simulation import Dataset
 from sbilab.training.ensemble import EnsembleTraining, member_prefix, train_ensemble
+from sbilab.training.recipe import fit_recipe
 from sbilab.training.sequential import train_sequential
 
 #: (proposal, round, number of simulations) → dataset; proposal ``None`` means the prior (round 0)
@@ -69,6 +70,7 @@ class TrainingProblem:
     num_simulations: int  # the whole budget (sequential methods split it over rounds)
     x_o: Tensor  # the observation sequential methods train at
     embedding_net: Optional[Callable[[], nn.Module]] = None  # a learned summary's x-embedding factory
+    recipe: Optional[RecipeSettings] = None  # recipe=auto: candidates chosen by held-out loss (sbilab.training.recipe)
 
 
 @dataclass
@@ -89,6 +91,21 @@ class AmortisedTraining:
         networks = train_ensemble(problem.method, problem.estimator, data.theta, data.x, problem.settings,
                                   problem.seed, lambda k: observer.epoch_callbacks(member_prefix(k)),
                                   embedding_net=problem.embedding_net, prior=problem.prior)
+        return Fitted(networks, data)
+
+
+class RecipeTraining:
+    """Simulate the whole budget from the prior once; ``recipe=auto`` trains its candidates and keeps the
+    mixture that scores best on held-out pairs. Network k's epochs are logged under ``candidate_<k>/``
+    (network 0's as ``train/``, ``val/``)."""
+
+    def fit(self, problem: TrainingProblem, simulate: SimulateFn, observer: TrainingObserver) -> Fitted:
+        assert problem.recipe is not None
+        data = simulate(None, 0, problem.num_simulations)
+        observer.dataset_simulated(data, 0)
+        networks, _ = fit_recipe(problem.method, data.theta, data.x, problem.settings, problem.recipe, problem.seed,
+                                 lambda k: observer.epoch_callbacks("" if k == 0 else f"candidate_{k}/"),
+                                 prior=problem.prior, embedding_net=problem.embedding_net)
         return Fitted(networks, data)
 
 
@@ -115,6 +132,10 @@ class SequentialTraining:
         return Fitted(EnsembleTraining([result]), prior_data[0], rounds)
 
 
-def strategy_for(method: Method) -> AmortisedTraining | SequentialTraining:
-    """Amortised methods train once on prior simulations; the others train in rounds at x_o."""
-    return AmortisedTraining() if method.amortised else SequentialTraining()
+def strategy_for(method: Method, recipe: Optional[RecipeSettings] = None) -> \
+        AmortisedTraining | RecipeTraining | SequentialTraining:
+    """Amortised methods train once on prior simulations (``recipe``: the generic recipe's candidates);
+    the others train in rounds at x_o."""
+    if not method.amortised:
+        return SequentialTraining()
+    return AmortisedTraining() if recipe is None else RecipeTraining()

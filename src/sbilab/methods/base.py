@@ -9,7 +9,6 @@ from dataclasses import asdict, fields
 from typing import Any, Mapping, Optional, Sequence
 
 from sbi.inference.posteriors import (
-    DirectPosterior,
     ImportanceSamplingPosterior,
     MCMCPosterior,
     RejectionPosterior,

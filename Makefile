@@ -51,7 +51,7 @@ test: $(STAMP) ## fast test suite (a test file per core at a time)
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
 test-slow: $(STAMP) ## only the tests marked slow (two files at a time, then the scale-out services one at a time)
-	$(PY) -m pytest -q -m slow -n $(JOBS) --dist loadfile --ignore=tests/scaleout $(ARGS)
+	$(PY) -m pytest -q -m slow -n $(JOBS) --dist loadfile --durations=25 --ignore=tests/scaleout $(ARGS)
 	$(PY) -m pytest -q -m slow tests/scaleout $(ARGS)
 
 test-all: $(STAMP) ## every test, slow ones included

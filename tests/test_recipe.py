@@ -74,6 +74,7 @@ def test_recipe_compares_networks_on_one_split_and_its_mixture_round_trips():
     record = choice.record()
     assert record["chosen"] == [c.name for c in choice.members] and record["settings"]["batch_size"] == 32
     assert "recipe=auto chose" in choice.summary()
+    assert "simulation.num_simulations=1200" in choice.next_step(recipe, 600)
     # the chosen networks, possibly of different estimators, are saved and rebuilt as one posterior
     prior_cfg = {"_target_": "sbilab.priors.box_uniform", "low": [-2.0, -2.0], "high": [2.0, 2.0],
                  "names": ["a", "b"]}

@@ -73,11 +73,20 @@ def _run(command: str, folder: Path, env: dict[str, str], timeout: float = 900) 
                           timeout=timeout)
 
 
+#: the tiny budget without its trainer keys: a trainer key names the training, which would switch the
+#: generic recipe (what a user's model gets when nothing is named) off; the recipe stops on held-out loss
+RECIPE_TINY_RUN = [word for word in TINY_RUN.split() if not word.startswith("trainer.")]
+
+
 def with_tiny_budget(command: str) -> str:
     words = shlex.split(command)
     if words[0] == "sbilab" and words[1] in ("train", "simulate", "sweep"):
-        words += TINY_RUN.split()
+        words += RECIPE_TINY_RUN
     return shlex.join(words)
+
+
+def names_training(command: str) -> bool:
+    return any(word.startswith(("estimator", "trainer", "recipe=")) for word in shlex.split(command))
 
 
 @pytest.mark.slow
@@ -102,6 +111,8 @@ def test_the_page_from_a_function_to_a_loaded_posterior(installed, tmp_path):
         if line.command.startswith("sbilab train"):
             assert "calibration gates:" in result.stdout, result.stdout
             assert "`sbilab ui`" in result.stdout  # the run tells this user the command they have
+            if not names_training(line.command):  # nothing named: the generic recipe chose, and says what
+                assert "sbilab: recipe=auto chose" in result.stdout, result.stdout
         if line.command.startswith("python load.py"):
             means = re.search(r"posterior mean \(r, K\): \[([\d.]+), ([\d.]+)\]", result.stdout)
             assert means and 0 < float(means.group(1)) < 5 and 10 < float(means.group(2)) < 1000, result.stdout
@@ -131,3 +142,4 @@ def test_new_model_writes_a_skeleton_whose_test_and_first_run_pass(installed, tm
     trained = _run(with_tiny_budget("sbilab train experiment=decay"), project, installed)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "FINISHED" in trained.stdout and "calibration gates:" in trained.stdout
+    assert "sbilab: recipe=auto chose" in trained.stdout  # the skeleton names no estimator: the recipe runs

@@ -117,8 +117,11 @@ def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
         metrics = {**fitted.networks.metrics(), **diagnosis.metrics}
         choice = fitted.networks.choice
+        explanation = diagnosis.explanation
+        if choice is not None and diagnosis.verdict == "fail" and spec.recipe is not None:
+            explanation = [*explanation, choice.next_step(spec.recipe, spec.simulation.num_simulations)]
         return RunResult(recorder.run_id, recorder.experiment_id, diagnosis.verdict, metrics, diagnosis.warnings,
-                         diagnosis.explanation, None if choice is None else choice.summary())
+                         explanation, None if choice is None else choice.summary())
 
 
 @contextmanager

@@ -64,8 +64,8 @@ defaults:
   - override /simulator: {name}
   - override /prior: {name}
   - override /summary: identity
-  - override /estimator: maf      # sbi's default density estimator
-  - override /trainer: sbi        # sbi's own training loop settings (early stopping on validation loss)
+  # no estimator or trainer named: sbilab's generic recipe (recipe=auto) sizes the training by the budget
+  # and picks the estimator by held-out score; name them (e.g. override /estimator: nsf) to choose yourself
 
 simulation:
   num_simulations: 2000

@@ -99,6 +99,17 @@ class RecipeChoice:
                 + (f" ({gain:.3f} below the best single network)" if len(self.chosen) > 1 else "")
                 + f"; tried {tried}")
 
+    def next_step(self, recipe: RecipeSettings, num_simulations: int) -> str:
+        """What the recipe would try next when the run's gates fail (one line)."""
+        steps = [f"twice the simulations (simulation.num_simulations={2 * num_simulations})"]
+        if len(self.chosen) >= recipe.max_members or self.skipped:
+            steps.append(f"a larger mixture (recipe.max_members={recipe.max_members + 2} "
+                         f"recipe.extra_seeds={recipe.extra_seeds + 2} recipe.time_budget_s="
+                         f"{int(recipe.time_budget_s * 2)})")
+        else:
+            steps.append(f"more networks of the best candidate (recipe.extra_seeds={recipe.extra_seeds + 3})")
+        return "recipe=auto would try next: " + ", then ".join(steps)
+
     def record(self) -> dict[str, Any]:
         s = self.settings
         return {

@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from sbilab.config import LrDecay, RecipeSettings, TrainerSettings
+from sbilab.ensemble import mixture_log_prob
 from sbilab.methods import Method
 from sbilab.rng import member_seed
 from sbilab.training.ensemble import EnsembleTraining
@@ -143,8 +144,8 @@ def heldout_log_prob(method: Method, result: TrainingResult, theta: Tensor, x: T
 
 def mixture_loss(log_probs: Sequence[Tensor]) -> float:
     """Held-out -log of the equal-weight mixture of the networks' densities, per pair."""
-    stacked = torch.stack(list(log_probs))
-    return float(-(torch.logsumexp(stacked, 0) - math.log(len(log_probs))).mean())
+    weights = torch.full((len(log_probs),), 1.0 / len(log_probs), dtype=torch.float64)
+    return float(-mixture_log_prob(list(log_probs), weights).mean())
 
 
 def select_mixture(candidates: Sequence[Candidate], max_members: int, min_gain: float) -> tuple[list[int], float]:

@@ -137,6 +137,39 @@ def test_runs_on_the_same_data_share_one_dataset_and_other_inputs_stay_apart(sto
         tracking.log_datasets(rec, [tracking.DatasetRecord("x", "0" * 37, "training")])
 
 
+def test_jobs_registering_the_same_new_dataset_at_once_all_record_it(store):
+    """MLflow looks for the dataset, then inserts it: jobs of a sweep that log the same new simulations at
+    once break its unique key (half of these calls did before the retry; the SLURM sweep failed on it)."""
+    import threading
+
+    runs = [tracking.start_run(store["uri"], "race", store["artifacts"], run_name=f"job{i}", tags={})
+            for i in range(8)]
+    recorders = [run.__enter__() for run in runs]
+    errors: list[BaseException] = []
+    for round_ in range(5):
+        barrier = threading.Barrier(len(recorders))
+
+        def log(recorder, digest=f"sims{round_}"):
+            barrier.wait()
+            try:
+                tracking.log_datasets(recorder, [tracking.DatasetRecord("sim·train·300", digest, "training")])
+            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                errors.append(error)
+
+        threads = [threading.Thread(target=log, args=(recorder,)) for recorder in recorders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for run in runs:
+        run.__exit__(None, None, None)
+    assert not errors, errors[0]
+    client = MlflowClient(store["uri"])
+    for recorder in recorders:
+        inputs = client.get_run(recorder.run_id).inputs.dataset_inputs
+        assert sorted(i.dataset.digest for i in inputs) == [f"sims{k}" for k in range(5)]
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import urlparse
 
-from sbilab.spec import RunSpec
+if TYPE_CHECKING:  # the sweep callback imports this module in the launching process: nothing heavy
+    from sbilab.spec import RunSpec
 
 #: exit code of `diagnostics.strict=true` runs whose gates failed
 GATES_FAILED_EXIT = 3

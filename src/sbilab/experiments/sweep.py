@@ -106,6 +106,17 @@ def _leave_marker(config: DictConfig, sweep_id: str) -> Optional[Path]:
     return marker
 
 
+def _import_what_finish_needs() -> None:
+    """Import now what closing the parent imports: at interpreter exit Python refuses new atexit
+    hooks, and scikit-learn (the comparison's C2ST) registers one through joblib when imported.
+    This costs the launching process a few seconds, once per multirun."""
+    import sbi.utils.metrics  # noqa: F401
+    import sbilab.experiments.compare  # noqa: F401
+    import sbilab.experiments.overview  # noqa: F401
+    import sbilab.experiments.report  # noqa: F401
+    import sbilab.plots.comparison  # noqa: F401
+
+
 class SweepParentRun(Callback):
     """Hydra callback (``hydra.callbacks``): a parent run around a multirun, compared when it ends.
 
@@ -150,6 +161,7 @@ class SweepParentRun(Callback):
         if self.marker is not None:
             os.environ[MARKER_ENV] = str(self.marker)
         # Hydra skips on_multirun_end when a job failed: close the parent at exit in any case
+        _import_what_finish_needs()
         atexit.register(self._finish, interrupted=True)
         print(f"sbilab: sweep {sweep_id}: parent run {self.parent.run_id}", flush=True)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -24,6 +26,8 @@ from sbilab.tracking.runs import RunRecorder, hide_home
 
 #: MLflow's limit on a dataset digest (``datasets.digest`` is VARCHAR(36))
 MAX_DIGEST_LENGTH = 36
+#: tries of :func:`log_datasets` when runs of one sweep register the same new dataset at once
+LOG_INPUT_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,23 @@ def dataset_input(record: DatasetRecord) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, record.context)])
 
 
-def log_datasets(recorder: RunRecorder, records: Sequence[DatasetRecord]) -> None:
-    """Log ``records`` as the run's dataset inputs (logging the same record twice adds nothing)."""
-    recorder.client.log_inputs(recorder.run_id, datasets=[dataset_input(record) for record in records])
+def log_datasets(recorder: RunRecorder, records: Sequence[DatasetRecord], tries: int = LOG_INPUT_TRIES) -> None:
+    """Log ``records`` as the run's dataset inputs (logging the same record twice adds nothing).
+
+    MLflow's store looks for an existing (experiment, name, digest) and inserts when it finds
+    none, in one transaction: two jobs of a sweep on the same simulations can both find none,
+    and the second insert breaks the unique key and rolls back. Trying again finds the first
+    job's dataset and links to it, so the error is retried rather than failing the run.
+    """
+    inputs = [dataset_input(record) for record in records]
+    for attempt in range(1, tries + 1):
+        try:
+            recorder.client.log_inputs(recorder.run_id, datasets=inputs)
+            return
+        except MlflowException:
+            if attempt == tries:
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def recording_record(metadata: Mapping[str, Any]) -> DatasetRecord:

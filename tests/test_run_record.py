@@ -149,7 +149,7 @@ def test_jobs_registering_the_same_new_dataset_at_once_all_record_it(store):
     for round_ in range(5):
         barrier = threading.Barrier(len(recorders))
 
-        def log(recorder, digest=f"sims{round_}"):
+        def log(recorder, digest=f"sims{round_}", barrier=barrier):
             barrier.wait()
             try:
                 tracking.log_datasets(recorder, [tracking.DatasetRecord("sim·train·300", digest, "training")])

@@ -111,6 +111,7 @@ def _import_what_finish_needs() -> None:
     hooks, and scikit-learn (the comparison's C2ST) registers one through joblib when imported.
     This costs the launching process a few seconds, once per multirun."""
     import sbi.utils.metrics  # noqa: F401
+
     import sbilab.experiments.compare  # noqa: F401
     import sbilab.experiments.overview  # noqa: F401
     import sbilab.experiments.report  # noqa: F401

@@ -52,6 +52,7 @@ CASES = [
     (["trainer.weight_averaging={decay:1.5}"], "trainer.weight_averaging"),
     (["trainer.ensemble_size=0"], "trainer.ensemble_size"),
     (["method=snpe", "trainer.ensemble_size=3"], "trainer.ensemble_size"),  # sequential: one network per round
+    (["method=tsnpe", "method.quantile=0.9"], "method.quantile"),  # the mass left outside the truncated region
     (["method=nle"], "estimator.z_score_theta"),  # the default estimator learns θ unconstrained: NPE only
     (["diagnostics.num_test=-1"], "diagnostics.num_test"),
     (["diagnostics.num_ppc=20000"], "diagnostics.num_ppc"),

@@ -134,3 +134,11 @@ def test_a_sequential_method_fits_once_per_observation_at_its_published_x_o(stor
         assert np.allclose(eval(child["params"]["observation.x"]), published.x, atol=1e-6)
         assert set(child["metrics"]) >= {f"c2st/obs_{k}", "round/val_loss_best"}
     assert set(result.results[0].c2st) == {1, 2} and len(result.results[0].run_ids) == 2
+
+
+def test_benchmarks_started_in_the_same_second_get_their_own_output_folders(tmp_path):
+    from sbilab.experiments.benchmark import default_output_dir
+
+    folders = [default_output_dir(tmp_path) for _ in range(3)]  # within one second, as two `make benchmark`s can
+    assert len(set(folders)) == 3 and all(folder.is_dir() for folder in folders)
+    assert {folder.parent for folder in folders} == {tmp_path / "outputs" / "benchmark"}

@@ -14,13 +14,14 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = {
     "npe": "maf",
     "snpe": "maf",
+    "tsnpe": "maf",
     "nle": "maf",
     "nre": "classifier_mlp",
     "nre_c": "classifier_resnet",
     "fmpe": "vf_mlp",
     "npse": "vf_mlp",
 }
-AMORTISED = ("npe", "snpe", "fmpe", "npse")
+AMORTISED = ("npe", "snpe", "tsnpe", "fmpe", "npse")
 #: shrunk budgets, no stage off: the test set is sampled (per x for MCMC/rejection/VI/importance), gated, recorded
 TINY = ["simulation.num_simulations=300", "trainer=fast", "diagnostics=fast", "diagnostics.num_test=30",
         "diagnostics.num_posterior_samples=30", "diagnostics.num_observation_samples=200", "diagnostics.num_ppc=10",

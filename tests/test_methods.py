@@ -19,7 +19,7 @@ from sbi.utils import BoxUniform
 
 from sbilab.config import TrainerSettings
 from sbilab.errors import ConfigError
-from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, atomic_npe_loss, methods_for_estimator
+from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, TSNPE, atomic_npe_loss, methods_for_estimator
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
 from sbilab.rng import round_seed
 from sbilab.training import train_estimator, train_sequential
@@ -126,6 +126,55 @@ def test_sequential_npe_trains_rounds_and_samples():
     assert result.extra["num_simulations"] == 401 and result.epochs == 3
     samples = posterior.sample((10,), x=X_O, show_progress_bars=False)
     assert samples.shape == (10, 2) and torch.isfinite(samples).all()
+
+
+def _truncated_rounds(seed: int):
+    prior = _prior()
+    drawn = []
+
+    def simulate_round(proposal, round_, num):
+        th = proposal.sample((num,))  # the prior, then the prior truncated to the last posterior's region
+        drawn.append((type(proposal).__name__, proposal, th))
+        return th, th + 0.3 * torch.randn_like(th)
+
+    method = TSNPE(num_rounds=3, quantile=1e-3, num_samples_to_estimate_support=5000)
+    trainer = TrainerSettings(**{**TRAINER, "max_epochs": 15, "stop_after_epochs": 15})
+    torch.manual_seed(seed)
+    result, rounds = train_sequential(method, MAF, simulate_round, X_O, prior, trainer, seed=seed,
+                                      num_simulations=1200)
+    return method, result, rounds, drawn
+
+
+def test_truncated_npe_draws_each_later_round_inside_the_last_posteriors_region():
+    method, result, rounds, drawn = _truncated_rounds(seed=4)
+    assert [name for name, _, _ in drawn] == ["BoxUniform", "TruncatedPrior", "TruncatedPrior"]
+    for _, region, theta in drawn[1:]:
+        assert region.contains(theta).all()  # every θ of the round lies in its region ...
+        outside = _prior().sample((4000,))
+        assert not region.contains(outside).all()  # ... which is smaller than the prior
+    # the region follows the posterior at x_o = (0.5, -0.5) (x = θ + 0.3 ε): it holds the truth, not the far corner
+    region = result.extra["last_proposal"]
+    assert region is drawn[-1][1]
+    assert region.contains(torch.tensor([[0.5, -0.5]])).all() and not region.contains(torch.tensor([[-1.9, 1.9]])).any()
+    masses = [m["round/region_prior_mass"] for m in rounds[1:]]
+    assert "round/region_prior_mass" not in rounds[0] and all(0.0 < m < 0.6 for m in masses), masses
+    assert all(m["round/proposal_s"] > 0 for m in rounds[1:])
+    # every round trains NPE's own loss (no atomic correction): the proposal leaves the posterior at x_o unchanged
+    theta, x = drawn[-1][2][:50], drawn[-1][2][:50] + 0.1
+    torch.testing.assert_close(method.at_round(2, _prior()).loss(result.estimator, theta, x),
+                               result.estimator.loss(theta, condition=x))
+    # the same seed draws the same regions and θ (a rerun after a kill finds its rounds in the cache)
+    _, _, again, drawn_again = _truncated_rounds(seed=4)
+    assert [m["round/region_prior_mass"] for m in again[1:]] == masses
+    for (_, _, first), (_, _, second) in zip(drawn, drawn_again):
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("key, value", [("quantile", 0.0), ("quantile", 0.7), ("quantile", "small"),
+                                        ("num_samples_to_estimate_support", 100)])
+def test_truncated_npe_refuses_a_region_it_cannot_place(key, value):
+    with pytest.raises(ConfigError, match=f"^method.{key}=.* is invalid: expected"):
+        TSNPE(**{key: value})
 
 
 @pytest.mark.parametrize("variant", ["b", "c"])

@@ -112,7 +112,7 @@ def run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
         started = time.perf_counter()
         fitted = train(spec, RecordingObserver(recorder, spec, progress=parent_run_id is None and on_terminal()))
         posterior = build_posterior(spec, fitted)
-        diagnosis = diagnose(spec, posterior)
+        diagnosis = diagnose(spec, posterior, fitted.region)
         record(recorder, spec, fitted, diagnosis)
         recorder.log_metrics({"time/total_s": time.perf_counter() - started})
         metrics = {**fitted.networks.metrics(), **diagnosis.metrics}
@@ -153,11 +153,12 @@ def open_run(spec: RunSpec, *, parent_run_id: Optional[str] = None,
 def simulate(spec: RunSpec, purpose: str, num: int, proposal: Optional[Any] = None) -> Dataset:
     """``num`` (θ, x) pairs for ``purpose`` (``train``, ``test``, ...): θ from the prior, or from ``proposal``.
 
-    Prior simulations are cached (``simulation.cache``) under a key of everything that
-    determines them; simulations from a proposal (later rounds of sequential methods) are not.
+    Simulations are cached (``simulation.cache``) under a key of everything that determines
+    them; for a proposal (later rounds of sequential methods, a truncated test set) that
+    includes the θ drawn, so a rerun after a kill reuses every round it draws again.
     """
     settings = spec.simulation
-    cached = proposal is None and settings.cache
+    cached = settings.cache
     key_parts = {group: spec.part_configs[group] for group in ("simulator", "prior", "summary")}
     return simulate_dataset(
         spec.parts.simulator, spec.parts.prior if proposal is None else proposal, spec.parts.summary, num,
@@ -165,7 +166,7 @@ def simulate(spec: RunSpec, purpose: str, num: int, proposal: Optional[Any] = No
         backend=settings.backend, cache_dir=spec.paths.cache_dir if cached else None,
         key_parts=key_parts if cached else None, invalid_warn_fraction=settings.invalid_warn_fraction,
         backend_options={"address": settings.address, "retries": settings.retries} if settings.backend == "dask"
-        else None,
+        else None, theta_in_key=proposal is not None,
     )
 
 
@@ -198,8 +199,12 @@ def build_posterior(spec: RunSpec, fitted: Fitted) -> Any:
 # -- diagnose -----------------------------------------------------------------------------------------
 
 
-def diagnose(spec: RunSpec, posterior: Any) -> Diagnosis:
-    """Posterior samples at x_o and what they say; calibration on a held-out test set when enabled."""
+def diagnose(spec: RunSpec, posterior: Any, region: Optional[Any] = None) -> Diagnosis:
+    """Posterior samples at x_o and what they say; calibration on a held-out test set when enabled.
+
+    ``region``: where the posterior claims to hold when not on the whole prior (TSNPE's truncated
+    prior); the test set and the prior moments then come from it.
+    """
     observation, seeds = spec.observation, spec.seeds
     with seeded(seeds.observation_samples):
         samples = posterior.sample((spec.diagnostics.num_observation_samples,), x=observation.x,
@@ -208,13 +213,13 @@ def diagnose(spec: RunSpec, posterior: Any) -> Diagnosis:
                           predictive_traces=simulate_predictive_traces(spec, samples))
     if spec.diagnostics.enabled:
         with PeakMemory() as memory:
-            calibrate_and_measure(spec, posterior, diagnosis)
+            calibrate_and_measure(spec, posterior, diagnosis, region)
         diagnosis.metrics.update({"memory/diagnose_peak_mb": memory.peak_mb,
                                   "memory/diagnose_beyond_start_mb": memory.beyond_start_mb})
     return diagnosis
 
 
-def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis) -> None:
+def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis, region: Optional[Any] = None) -> None:
     """The predictive distance at x_o and calibration on held-out simulations, into ``diagnosis``."""
     observation, samples = spec.observation, diagnosis.samples
     started = time.perf_counter()
@@ -223,7 +228,10 @@ def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis) -
         prior_x = simulate(spec, "prior-predictive", spec.diagnostics.predictive_distance.num_prior).x
         diagnosis.predictive_distance = standardized_distance(predictive_x, observation.x, prior_x)
         diagnosis.metrics.update(diagnosis.predictive_distance.metrics())
-    diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc])
+    diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc],
+                                            region)
+    if region is not None:
+        diagnosis.metrics["diagnostics/region_prior_mass"] = region.prior_mass
     diagnosis.metrics.update(test.metrics("test_"))
     diagnosis.metrics.update(diagnosis.calibration.metrics)
     diagnosis.metrics.update({f"time/diagnose/{step}_s": seconds  # what each statistic costs
@@ -261,18 +269,22 @@ def learned_embedding(spec: RunSpec, posterior: Any) -> Any:
     return getattr(getattr(members[0], "posterior_estimator", None), "embedding_net", None)
 
 
-def calibrate(spec: RunSpec, posterior: Any, samples: Tensor,
-              predictive_x: Tensor) -> tuple[DiagnosticsResult, Dataset]:
-    """SBC, coverage, TARP and recovery on held-out simulations; PPC (on ``predictive_x``) and C2ST at x_o."""
+def calibrate(spec: RunSpec, posterior: Any, samples: Tensor, predictive_x: Tensor,
+              region: Optional[Any] = None) -> tuple[DiagnosticsResult, Dataset]:
+    """SBC, coverage, TARP and recovery on held-out simulations; PPC (on ``predictive_x``) and C2ST at x_o.
+
+    The held-out θ come from the prior, or from ``region`` (a truncated prior) where the posterior
+    only claims to hold there (Deistler et al. 2022 check TSNPE's coverage the same way).
+    """
     settings, parts, seeds = spec.diagnostics, spec.parts, spec.seeds
-    test = simulate(spec, "test", settings.num_test)
+    test = simulate(spec, "test", settings.num_test, proposal=region)
     # the reference depends on x_o only: c2st works for simulated and given observations alike
     reference = parts.simulator.reference_posterior(spec.observation.x, settings.num_observation_samples,
                                                     seeds.reference)
     inputs = DiagnosticsInputs(
         posterior, test.theta, test.x,
         parameter_names=parts.parameter_names,
-        prior_samples=sample_prior(parts.prior, 10_000, seeds.prior_moments),
+        prior_samples=sample_prior(parts.prior if region is None else region, 10_000, seeds.prior_moments),
         x_o=spec.observation.x,
         observed_samples=samples,  # θ*'s log-prob is logged with the samples, not here
         predictive_x=predictive_x,

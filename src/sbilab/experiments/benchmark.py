@@ -264,7 +264,18 @@ def run_job(job: Job, parent_run_id: str, benchmark_id: str) -> JobResult:
 
 
 def default_output_dir(root: Path) -> Path:
-    return Path(root) / "outputs" / "benchmark" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    """A new folder ``outputs/benchmark/<date_time>`` (``-2``, ``-3``, ... when a benchmark started in the
+    same second already took it: two at once would otherwise write one table over the other)."""
+    base = Path(root) / "outputs" / "benchmark" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        folder = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free output folder next to {base}")
 
 
 def run_benchmark(tasks: Sequence[str], methods: Sequence[str], overrides: Sequence[str], *, conf_dir: Path,

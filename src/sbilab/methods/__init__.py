@@ -41,6 +41,9 @@ Losses that differ from sbi's trainers (all tested against sbi in tests/test_met
   ``num_atoms`` contrasting θ drawn from the rest of the batch. sbi switches to its
   closed-form MoG loss when proposal, network and prior are all MoG/Gaussian/uniform;
   sbilab always uses the atomic loss (also for ``mdn``).
+- TSNPE: every round is NPE's loss on all simulations so far (sbi's ``force_first_round_loss=True``);
+  later rounds draw from sbi's ``RestrictedPrior`` with ``get_density_thresholder``, sampled by
+  rejection from the prior, as in sbi's TSNPE tutorial.
 """
 
 
@@ -61,13 +64,14 @@ from sbilab.methods.estimators import (
     placeholder_batch,
 )
 from sbilab.methods.nle import NLE
-from sbilab.methods.npe import NPE, SNPE, atomic_npe_loss
+from sbilab.methods.npe import NPE, SNPE, TSNPE, atomic_npe_loss
 from sbilab.methods.nre import NRE, classifier_logits, nre_b_loss, nre_c_loss
 from sbilab.methods.samplers import POSTERIOR_PARAMETERS, FittedVIPosterior
 from sbilab.methods.vector_field import FMPE, NPSE
 
 #: ``method.name`` → class (each ``conf/method/*.yaml`` names its class with ``_target_``)
-METHODS: dict[str, type[Method]] = {"npe": NPE, "snpe": SNPE, "nle": NLE, "nre": NRE, "fmpe": FMPE, "npse": NPSE}
+METHODS: dict[str, type[Method]] = {"npe": NPE, "snpe": SNPE, "tsnpe": TSNPE, "nle": NLE, "nre": NRE, "fmpe": FMPE,
+                                    "npse": NPSE}
 
 
 def methods_for_estimator(estimator_cfg: Mapping[str, Any]) -> list[str]:
@@ -82,7 +86,7 @@ def methods_for_estimator(estimator_cfg: Mapping[str, Any]) -> list[str]:
 
 __all__ = [
     "CLASSIFIER_MODELS", "DENSITY_MODELS", "FAMILY_MODELS", "FMPE", "FittedVIPosterior", "METHODS", "Method", "NLE",
-    "NPE", "NPSE", "NRE", "POSTERIOR_MODELS", "POSTERIOR_PARAMETERS", "SNPE", "UNCONSTRAINED", "VECTOR_FIELD_MODELS",
-    "atomic_npe_loss", "classifier_logits", "estimator_family", "estimator_kwargs", "methods_for_estimator",
-    "nre_b_loss", "nre_c_loss", "placeholder_batch",
+    "NPE", "NPSE", "NRE", "POSTERIOR_MODELS", "POSTERIOR_PARAMETERS", "SNPE", "TSNPE", "UNCONSTRAINED",
+    "VECTOR_FIELD_MODELS", "atomic_npe_loss", "classifier_logits", "estimator_family", "estimator_kwargs",
+    "methods_for_estimator", "nre_b_loss", "nre_c_loss", "placeholder_batch",
 ]

@@ -56,6 +56,8 @@ class Method(ABC):
     models_theta_density: bool = False
     #: whether one network is trained on prior simulations (sequential methods train at one x_o, per round)
     amortised: bool = True
+    #: whether the posterior holds on a truncated prior only (TSNPE), where calibration is then checked
+    truncates: bool = False
 
     def __init__(self, sample_with: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None) -> None:
         sample_with = sample_with or self.sample_with_choices[0]

@@ -1,4 +1,4 @@
-"""NPE (sbi's NPE-C, single round) and sequential NPE with the atomic (APT) loss."""
+"""NPE (sbi's NPE-C, single round), sequential NPE with the atomic (APT) loss, and truncated sequential NPE."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from torch.distributions import Distribution
 from sbilab.errors import ConfigError
 from sbilab.methods.base import Method
 from sbilab.methods.estimators import POSTERIOR_MODELS, UNCONSTRAINED
+from sbilab.methods.proposals import PosteriorAtObservation, TruncatedPrior
 
 
 class NPE(Method):
@@ -110,3 +111,51 @@ class SNPE(NPE):
         if self.prior is None:
             raise RuntimeError("SNPE: call at_round(round, prior) before training a round > 0")
         return atomic_npe_loss(estimator, self.prior, theta, x, self.num_atoms)
+
+    def next_proposal(self, posterior: Any, x_o: Tensor, prior: Distribution, seed: int) -> Any:
+        """The next round's proposal: this round's posterior at x_o."""
+        return PosteriorAtObservation(posterior, x_o)
+
+    def proposal_metrics(self, proposal: Any) -> dict[str, float]:
+        """What a round records about the proposal it built (nothing for the posterior itself)."""
+        return {}
+
+
+class TSNPE(SNPE):
+    """Truncated sequential NPE (Deistler et al. 2022): each later round simulates from the prior
+    truncated to the ``1 − quantile`` highest-density region of the last posterior at x_o.
+
+    Every round trains with NPE's own loss on all simulations so far: inside the region the
+    truncated prior is the prior up to a constant, so the posterior at x_o stays unbiased without
+    the atomic loss's correction (and without its leakage). The region is sbi's density
+    thresholder on ``num_samples_to_estimate_support`` posterior draws (:class:`TruncatedPrior`).
+    Calibration then holds on the region, not on the whole prior: the run's test set is drawn
+    from the last round's region.
+    """
+
+    name = "tsnpe"
+    truncates = True
+
+    def __init__(self, num_rounds: int = 4, quantile: float = 1e-4, num_samples_to_estimate_support: int = 100_000,
+                 sample_with: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__(num_rounds=num_rounds, sample_with=sample_with, sampling=sampling)
+        if not isinstance(quantile, (int, float)) or isinstance(quantile, bool) or not 0 < quantile < 0.5:
+            raise ConfigError(f"method.quantile={quantile!r} is invalid: expected a number in (0, 0.5), "
+                              "the posterior mass left outside the region (Deistler et al.: 1e-4)")
+        n_support = num_samples_to_estimate_support
+        if not isinstance(n_support, int) or isinstance(n_support, bool) or n_support * quantile < 1:
+            raise ConfigError(f"method.num_samples_to_estimate_support={n_support!r} is invalid: expected an "
+                              f"integer >= 1/method.quantile ({1 / quantile:.0f}), so the threshold is a sample")
+        self.quantile = float(quantile)
+        self.num_samples_to_estimate_support = n_support
+
+    def loss(self, estimator: nn.Module, theta: Tensor, x: Tensor) -> Tensor:
+        return estimator.loss(theta, condition=x)
+
+    def next_proposal(self, posterior: Any, x_o: Tensor, prior: Distribution, seed: int) -> TruncatedPrior:
+        """The prior truncated to this round's posterior's highest-density region at x_o."""
+        return TruncatedPrior(prior, posterior, x_o, self.quantile, self.num_samples_to_estimate_support, seed)
+
+    def proposal_metrics(self, proposal: Any) -> dict[str, float]:
+        return {"round/region_prior_mass": proposal.prior_mass}
+

@@ -9,6 +9,7 @@ sweep) reuses them. Non-finite simulations are dropped and counted.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -98,11 +99,15 @@ def simulate_dataset(
     invalid_warn_fraction: float = 0.05,
     progress: Optional[bool] = None,
     backend_options: Optional[Mapping[str, Any]] = None,
+    theta_in_key: bool = False,
 ) -> Dataset:
     """Simulate ``num_simulations`` (θ, x) pairs; drop and count non-finite x.
 
     ``key_parts`` (the configs of simulator, prior and summary) enable the cache
-    under ``cache_dir``; without them nothing is cached. ``backend_options`` go to
+    under ``cache_dir``; without them nothing is cached. ``theta_in_key``: the key also
+    covers the drawn θ, for a ``prior`` that the configs do not determine (a sequential
+    round's proposal, built from a trained network): a rerun that draws the same θ reuses
+    the round, any other θ simulates afresh. ``backend_options`` go to
     :func:`~sbilab.simulation.backends.make_backend` (``address``, ``retries`` of ``dask``).
     """
     started = time.perf_counter()
@@ -113,7 +118,8 @@ def simulate_dataset(
 
     key = cache_key({**(key_parts or {}), "num_simulations": num_simulations, "seed": seed, "purpose": purpose,
                      "simulator_class": type(simulator).__qualname__, "simulator_version": simulator.version,
-                     "summary_code": source_digest(summary)})
+                     "summary_code": source_digest(summary),
+                     **({"theta": hashlib.sha256(theta.numpy().tobytes()).hexdigest()} if theta_in_key else {})})
     use_cache = cache_dir is not None and key_parts is not None
     store = ChunkStore(Path(cache_dir) / key if use_cache else None)
     lock = FileLock(str(Path(cache_dir) / f"{key}.lock")) if use_cache else None

@@ -1,11 +1,12 @@
 """Training sbi networks in a Lightning loop: one network, an ensemble, or the rounds of a sequential method."""
 
+from sbilab.methods.proposals import PosteriorAtObservation
 from sbilab.training.data import Split, make_loaders, split_indices
 from sbilab.training.ensemble import EnsembleTraining, member_prefix, train_ensemble
 from sbilab.training.fit import TrainingResult, train_estimator
 from sbilab.training.module import EpochEnd, EstimatorModule, StopAtMinimumRate
 from sbilab.training.progress import EpochProgress, on_terminal
-from sbilab.training.sequential import PosteriorAtObservation, train_sequential
+from sbilab.training.sequential import train_sequential
 from sbilab.training.strategy import (
     AmortisedTraining,
     Fitted,

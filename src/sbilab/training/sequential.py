@@ -1,4 +1,6 @@
-"""Sequential NPE: several rounds of simulate → train, each round's proposal the last posterior at x_o.
+"""Sequential NPE: several rounds of simulate → train, each round's proposal built from the last posterior
+at x_o (the method's ``next_proposal``: the posterior itself for SNPE, the prior truncated to its
+highest-density region for TSNPE).
 
 This reproduces sbi's multi-round NPE-C loop (``append_simulations(θ, x, proposal)``
 then ``train()`` per round, defaults ``retrain_from_scratch=False``,
@@ -31,27 +33,8 @@ from sbilab.rng import round_seed
 from sbilab.training.fit import TrainingResult, train_estimator
 
 #: (proposal, round, number of simulations) → (θ [n, D], x [n, d]); round 0's proposal is the prior,
-#: later ones a :class:`PosteriorAtObservation` (``proposal.sample((n,))`` works for both)
+#: later ones the method's ``next_proposal`` (``proposal.sample((n,))`` works for all)
 SimulateRound = Callable[[Any, int, int], tuple[Tensor, Tensor]]
-
-
-class PosteriorAtObservation:
-    """A round's proposal: the previous posterior at x_o, sampled like a prior (no x, no progress bar).
-
-    ``sample`` delegates to the posterior's ``sample(shape, x=x_o)`` (same random stream as
-    sbi's ``posterior.set_default_x(x_o).sample``); ``posterior`` is the sbi object itself.
-    """
-
-    def __init__(self, posterior: Any, x_o: Tensor) -> None:
-        self.posterior = posterior
-        self.x_o = x_o
-
-    def sample(self, sample_shape: Any = torch.Size(), **kwargs: Any) -> Tensor:
-        kwargs.setdefault("show_progress_bars", False)
-        return self.posterior.sample(sample_shape, x=self.x_o, **kwargs)
-
-    def log_prob(self, theta: Tensor, **kwargs: Any) -> Tensor:
-        return self.posterior.log_prob(theta, x=self.x_o, **kwargs)
 
 
 def train_sequential(
@@ -79,13 +62,16 @@ def train_sequential(
 
     Per-round metrics: ``round/num_simulations``, ``round/invalid``, ``round/simulate_s``,
     ``round/train_s``, ``round/epochs``, ``round/val_loss_best`` (round 0: −log q; later
-    rounds: the atomic loss, so the values of different rounds do not compare).
+    SNPE rounds: the atomic loss, so the values of different rounds do not compare; TSNPE:
+    −log q throughout); rounds > 0 also ``round/proposal_s`` (building their proposal) and the
+    method's ``proposal_metrics`` (TSNPE: ``round/region_prior_mass``).
     """
     sizes = method.round_sizes(int(num_simulations))
     x_o = torch.as_tensor(x_o, dtype=torch.float32).reshape(1, -1)
     thetas: list[Tensor] = []
     xs: list[Tensor] = []
     proposal: Any = prior
+    proposal_metrics: dict[str, float] = {}  # what building this round's proposal measured
     estimator = None
     result: Optional[TrainingResult] = None
     per_round: list[dict[str, float]] = []
@@ -116,15 +102,21 @@ def train_sequential(
             "round/train_s": result.seconds,
             "round/epochs": float(result.epochs),
             "round/val_loss_best": result.best_val_loss,
+            **proposal_metrics,
         }
         per_round.append(metrics)
         if on_round_end is not None:
             on_round_end(round_, metrics)
         if round_ + 1 < len(sizes):  # the next round's proposal must not follow the network while it trains on
-            proposal = PosteriorAtObservation(method.build_posterior(deepcopy(estimator), prior), x_o)
+            started = time.perf_counter()
+            proposal = method.next_proposal(method.build_posterior(deepcopy(estimator), prior), x_o, prior,
+                                            round_seed(seed, round_ + 1))
+            proposal_metrics = {**method.proposal_metrics(proposal), "round/proposal_s": time.perf_counter() - started}
+            total_seconds += proposal_metrics["round/proposal_s"]
 
     assert result is not None
     result.extra["rounds"] = per_round
     result.extra["total_seconds"] = total_seconds
     result.extra["num_simulations"] = int(sum(t.shape[0] for t in thetas))
+    result.extra["last_proposal"] = proposal  # the prior after one round
     return result, per_round

@@ -80,6 +80,8 @@ class Fitted:
     networks: EnsembleTraining
     data: Dataset  # round 0: simulations from the prior
     rounds: list[dict[str, float]] = field(default_factory=list)  # per-round metrics (sequential methods)
+    #: where the posterior claims to hold when not on the whole prior (TSNPE: its last truncated prior)
+    region: Optional[Any] = None
 
 
 class AmortisedTraining:
@@ -129,7 +131,8 @@ class SequentialTraining:
             callbacks_for_round=lambda r: observer.epoch_callbacks("" if r == last else f"round_{r}/"),
             on_round_end=observer.round_finished, embedding_net=problem.embedding_net,
         )
-        return Fitted(EnsembleTraining([result]), prior_data[0], rounds)
+        region = result.extra["last_proposal"] if problem.method.truncates and last > 0 else None
+        return Fitted(EnsembleTraining([result]), prior_data[0], rounds, region)
 
 
 def strategy_for(method: Method, recipe: Optional[RecipeSettings] = None) -> \

@@ -95,6 +95,9 @@ def test_when_unnamed_means_another_simulator_and_no_estimator_or_trainer_named(
                "experiment": None}
     assert recipe_decision(recipe, unnamed, ["simulator=function"], defaults)[0] == "always"
     assert recipe_decision(recipe, {**unnamed, "simulator": "hodgkin_huxley"}, [], defaults)[0] == "never"
+    # a sequential or likelihood method with nothing named keeps the defaults (the recipe would refuse it)
+    assert recipe_decision(recipe, unnamed, ["method=tsnpe"], defaults, method="tsnpe") == (
+        "never", "method=tsnpe is not one the recipe trains (npe)")
     assert recipe_decision(recipe, unnamed, ["estimator=zuko_maf_unconstrained"], defaults)[0] == "never"
     apply, why = recipe_decision(recipe, unnamed, ["trainer.batch_size=64"], defaults)
     assert apply == "never" and "trainer.batch_size=64" in why

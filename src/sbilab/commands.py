@@ -25,7 +25,7 @@ def decide_recipe(cfg: DictConfig) -> DictConfig:
         return cfg
     hydra_cfg = HydraConfig.get()
     apply, why = recipe_decision(cfg.recipe, dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task),
-                                 primary_defaults())
+                                 primary_defaults(), method=str(cfg.get("method", {}).get("name", "npe")))
     with open_dict(cfg):
         cfg.recipe.apply = apply
         cfg.recipe.decided = why

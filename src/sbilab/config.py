@@ -141,16 +141,23 @@ class RecipeSettings:
     decided: str = ""
 
 
+#: ``method.name`` values whose training the recipe chooses (an amortised NPE density on prior simulations)
+RECIPE_METHODS = ("npe",)
+
+
 def recipe_decision(recipe: Any, choices: dict[str, Any], overrides: list[str],
-                    defaults: dict[str, str]) -> tuple[str, str]:
+                    defaults: dict[str, str], method: str = "npe") -> tuple[str, str]:
     """``recipe.apply=when_unnamed`` made concrete: (``always`` or ``never``, why in words).
 
     ``choices``: each group's chosen option (Hydra's ``runtime.choices``, experiment presets included);
-    ``overrides``: the command line's; ``defaults``: the primary config's options for estimator and trainer.
+    ``overrides``: the command line's; ``defaults``: the primary config's options for estimator and trainer;
+    ``method``: the run's ``method.name`` (the recipe trains NPE only: another method keeps the named parts).
     """
     simulator = str(choices.get("simulator"))
     if simulator in list(recipe.get("tuned_simulators") or []):
         return "never", f"simulator={simulator} keeps its tuned estimator and trainer"
+    if method not in RECIPE_METHODS:
+        return "never", f"method={method} is not one the recipe trains ({', '.join(RECIPE_METHODS)})"
     for group in ("estimator", "trainer"):
         named = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == group]
         if named:

@@ -61,7 +61,7 @@ class TruncatedPrior(RestrictedPrior):
       x_o and a Gaussian at its mean :data:`WIDE_SCALE` times as wide (the region reaches far
       into the posterior's tails, where the posterior alone proposes too rarely: on a 2-D
       Gaussian the mean distance from the centre came out 0.51 of the region's radius instead of
-      a uniform disc's 0.67; with the wide half 0.66), weights p(θ)/g(θ) inside the region and
+      a uniform disc's 0.67; with the wide half, 0.67), weights p(θ)/g(θ) inside the region and
       zero outside, one θ kept of :data:`RESAMPLING_CANDIDATES`. Written here because sbi's
       ``sample_with="sir"`` passes its 0/1 region indicator as a *log* weight, so draws outside
       the region keep weight e⁻¹ of those inside, and it ignores ``oversampling_factor``.

@@ -140,11 +140,12 @@ def test_runs_on_the_same_data_share_one_dataset_and_other_inputs_stay_apart(sto
 def test_jobs_registering_the_same_new_dataset_at_once_all_record_it(store):
     """MLflow looks for the dataset, then inserts it: jobs of a sweep that log the same new simulations at
     once break its unique key (half of these calls did before the retry; the SLURM sweep failed on it)."""
+    import contextlib
     import threading
 
-    runs = [tracking.start_run(store["uri"], "race", store["artifacts"], run_name=f"job{i}", tags={})
-            for i in range(8)]
-    recorders = [run.__enter__() for run in runs]
+    runs = contextlib.ExitStack()  # open runs nest (each arms the interrupt latch): closed last-in first-out
+    recorders = [runs.enter_context(tracking.start_run(store["uri"], "race", store["artifacts"], run_name=f"job{i}",
+                                                       tags={})) for i in range(8)]
     errors: list[BaseException] = []
     for round_ in range(5):
         barrier = threading.Barrier(len(recorders))
@@ -161,8 +162,7 @@ def test_jobs_registering_the_same_new_dataset_at_once_all_record_it(store):
             thread.start()
         for thread in threads:
             thread.join()
-    for run in runs:
-        run.__exit__(None, None, None)
+    runs.close()
     assert not errors, errors[0]
     client = MlflowClient(store["uri"])
     for recorder in recorders:

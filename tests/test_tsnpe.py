@@ -1,11 +1,12 @@
 """`method=tsnpe` through the pipeline users run: rounds recorded, calibration on the truncated region, and a
 rerun that finds every round's simulations in the cache and reproduces the numbers (the path a run killed
-mid-way takes). Real sbi, a real SQLite store, budgets shrunk, no stage off."""
+mid-way takes). Real sbi, a real SQLite store, budgets shrunk, no stage off. In `make test-slow` (and CI)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
@@ -31,6 +32,7 @@ def _history(client, run_id, key):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
+@pytest.mark.slow  # ~30 s (two runs); the rounds, regions and their reproducibility: tests/test_methods.py
 def test_tsnpe_records_its_rounds_calibrates_on_the_region_and_reruns_from_the_cache(store, tmp_path):
     client = MlflowClient(store["uri"])
     first = _run(store, tmp_path)

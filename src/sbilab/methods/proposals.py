@@ -102,8 +102,10 @@ class TruncatedPrior(RestrictedPrior):
         num = sample_shape.numel()
         total = num * RESAMPLING_CANDIDATES
         from_wide = torch.rand(total) < 0.5
-        candidates = self.posterior_at_x_o.sample((total,))
+        dim = self.wide.event_shape[0]
+        candidates = torch.empty(total, dim)
         candidates[from_wide] = self.wide.sample((int(from_wide.sum()),))
+        candidates[~from_wide] = self.posterior_at_x_o.sample((int((~from_wide).sum()),)).reshape(-1, dim)
         log_g = torch.logsumexp(torch.stack([self.posterior_at_x_o.log_prob(candidates),
                                              self.wide.log_prob(candidates)]), dim=0) - math.log(2.0)
         inside = within_support(self._prior, candidates)
@@ -112,7 +114,7 @@ class TruncatedPrior(RestrictedPrior):
         log_weights[inside] = self._prior.log_prob(candidates[inside]) - log_g[inside]
         log_weights = log_weights.reshape(num, RESAMPLING_CANDIDATES)
         empty = torch.isinf(log_weights).all(dim=1)
-        log_weights[empty] = 0.0  # no candidate inside: keep any (the posterior's own draws lie inside but rarely)
+        log_weights[empty] = 0.0  # no candidate inside (rare: nearly all posterior draws are): keep any
         picked = torch.multinomial(log_weights.softmax(dim=1), 1).squeeze(1)
         chosen = candidates.reshape(num, RESAMPLING_CANDIDATES, -1)[torch.arange(num), picked]
         return chosen.reshape(*sample_shape, -1)

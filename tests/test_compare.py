@@ -106,6 +106,34 @@ def test_table_rows_are_sorted_and_formatted():
     assert to_markdown(["a"], [{"a": "x|y"}]).splitlines()[2] == "| x\\|y |"
 
 
+def test_a_sweep_over_recorded_cells_shows_each_cells_distance_gates_time_and_overlay():
+    from sbilab.experiments.overview import overview_markdown
+
+    runs = []
+    for i, cell in enumerate(("518290966", "509881736", "566517779")):
+        run = child(f"c{i}", "nsf", 10000, status="FAILED" if i == 2 else "FINISHED", extra_params={
+            "observation.name": "recording", "observation.cell": cell}, metrics={
+            "ppc/standardized_distance": 1.0 + i / 10, "ppc/standardized_distance_median": 0.8, "time/total_s": 600.0})
+        run["tags"]["sbilab.overrides"] += f" observation.cell={cell}"
+        run["tags"]["sbilab.gates"] = "pass" if i == 0 else "fail"
+        runs.append(run)
+    comparison = build_comparison("parent", runs)
+    assert comparison.factors == ["observation.cell"]
+    assert {"ppc/standardized_distance", "ppc/standardized_distance_median", "overlay"} <= set(comparison.columns)
+    by_cell = {row["observation.cell"]: row for row in comparison.rows}
+    assert by_cell["518290966"]["overlay"] == "plots/ppc_traces.png"
+    assert by_cell["566517779"]["overlay"] is None  # a failed run logged no figure: no dead link
+    text = overview_markdown(comparison, "7", {"FINISHED": 2, "FAILED": 1})
+    header = next(line for line in text.splitlines() if line.startswith("| run |"))
+    assert header == ("| run | gates | observation.cell | ppc/standardized_distance | ppc/standardized_distance_median "
+                      "| time/total_s | overlay |")
+    assert "[traces](#/experiments/7/runs/c0/artifactPath/plots/ppc_traces.png)" in text
+    row = next(line for line in text.splitlines() if "509881736" in line)
+    assert "| fail | 509881736 | 1.1 | 0.8 | 600 |" in row
+    # a sweep without recordings keeps its table as it was
+    assert "overlay" not in build_comparison("parent", grid_children()).columns
+
+
 def test_budget_panels_group_by_estimator_and_the_other_factors():
     panels = dict(budget_panels(grid_children(), [BUDGET_KEY, "estimator"]))
     assert set(panels) == {"val/loss_best", "tarp/atc", "wall time (s)"}

@@ -498,7 +498,7 @@ def test_truncated_sampler_matches_rejection_and_drops_hopeless_points():
     from sbi.utils import BoxUniform
     from scipy import stats
 
-    from sbilab.diagnostics.sampling import _prior_support_mask, truncated_sample_batched
+    from sbilab.diagnostics.sampling import prior_support_mask, truncated_sample_batched
 
     torch.manual_seed(0)
     prior = BoxUniform(torch.zeros(1), torch.ones(1))
@@ -507,7 +507,7 @@ def test_truncated_sampler_matches_rejection_and_drops_hopeless_points():
     inference = NPE(prior=prior, density_estimator="mdn", show_progress_bars=False, tracker=NullTracker())
     posterior = inference.build_posterior(inference.append_simulations(theta, x).train(max_num_epochs=30))
     xs = torch.tensor([[0.5], [-0.4]])  # x=-0.4: much of the flow's mass lies below 0
-    ours = truncated_sample_batched(posterior, xs, 2000, _prior_support_mask(posterior))
+    ours = truncated_sample_batched(posterior, xs, 2000, prior_support_mask(posterior))
     assert ours.shape == (2000, 2, 1) and torch.isfinite(ours).all()
     assert ((ours >= 0) & (ours <= 1)).all()
     reference = posterior.sample((2000,), x=xs[1], show_progress_bars=False)

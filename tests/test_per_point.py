@@ -83,3 +83,47 @@ def test_failed_gates_are_named_worst_first_with_rule_and_margin():
     assert lines[4].startswith("what usually helps: ") and "simulation.num_simulations" in lines[4]
     assert margin(GateCheck("c2st", 0.62, 0.6, "<=", False)) == pytest.approx(0.0333, abs=1e-3)
     assert explain_failures(GateReport(checks=[GateCheck("c2st", 0.5, 0.6, "<=", True)])) == []
+    # a truncated sequential run was calibrated on its region, and its advice says so
+    sbc = GateReport(checks=[GateCheck("sbc/ks_pvalue/a", 0.001, 0.01, ">=", False)])
+    assert "miscalibrated over the prior:" in explain_failures(sbc)[-1]
+    assert "miscalibrated over the truncated region" in explain_failures(sbc, domain="the truncated region")[-1]
+
+
+@pytest.fixture(scope="module")
+def leaky_flow():
+    """A real NPE flow, truncated to a box 1/8 as wide as the prior it was trained on: most of its mass lies
+    outside, so sampling the test set inside that box draws dozens of proposals per accepted sample."""
+    from sbi.inference import NPE
+    from sbi.inference.posteriors import DirectPosterior
+
+    torch.manual_seed(0)
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    theta = prior.sample((500,))
+    x = theta + 0.3 * torch.randn_like(theta)
+    inference = NPE(prior, show_progress_bars=False)
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=20, show_train_summary=False)
+    narrow = BoxUniform(-0.25 * torch.ones(2), 0.25 * torch.ones(2))
+    test_theta = narrow.sample((120,))
+    return DirectPosterior(estimator, prior=narrow), test_theta, test_theta + 0.3 * torch.randn_like(test_theta)
+
+
+def test_a_slow_batched_sampler_is_cut_to_the_budget_and_says_why(leaky_flow):
+    posterior, theta, x = leaky_flow
+    assert is_amortised(posterior)
+    everything = draw_test_set(posterior, theta, x, 100, seed=1, chunk_size=20,
+                               sampler_budget=SamplerBudgetSettings(seconds=1e6))
+    assert everything.plan is None and everything.num_points == 120 and not everything.cut
+    # a budget the pilot (the first chunk of 20 points) already spends: the rest is cut, never the pilot
+    cut = draw_test_set(posterior, theta, x, 100, seed=1, chunk_size=20,
+                        sampler_budget=SamplerBudgetSettings(seconds=1e-6))
+    assert cut.plan is not None and cut.plan.amortised and cut.plan.num_points == 20 and cut.num_points == 20
+    assert cut.samples.shape == (100, 20, 2) and cut.log_prob_true.shape == (20,)
+    assert "20 of 120 test points" in cut.cut and "diagnostics.sampler_budget.seconds=1e-06" in cut.cut
+    assert "estimator=zuko_maf_unconstrained" in cut.cut  # the flow leaks out of its bounded prior: the hint
+    assert cut.plan.metrics()["diagnostics/sampler_seconds_per_point"] > 0
+    # the same seeded chunks with or without the cut: the points kept get the numbers an uncut run gets
+    assert torch.equal(cut.samples, everything.samples[:, :20])
+    pinned = draw_test_set(posterior, theta, x, 100, seed=1, chunk_size=20,
+                           sampler_budget=SamplerBudgetSettings(test_points=50))
+    assert pinned.num_points == 50 and torch.equal(pinned.samples, everything.samples[:, :50])
+    assert "diagnostics.sampler_budget.test_points" in pinned.cut

@@ -81,6 +81,7 @@ class Diagnosis:
     predictive_traces: Optional[Tensor] = None  # [k, T] raw traces simulated from the first samples
     calibration: Optional[DiagnosticsResult] = None
     predictive_distance: Optional[StandardizedDistanceResult] = None
+    on_region: bool = False  # calibrated on a truncated region of the prior (TSNPE), not the whole prior
 
     @property
     def verdict(self) -> Optional[str]:
@@ -95,7 +96,8 @@ class Diagnosis:
         """What the terminal shows beside the verdict: the worst failed gates and what was cut."""
         if self.calibration is None:
             return []
-        return [*explain_failures(self.calibration.gates), *self.calibration.cuts]
+        domain = "the truncated region its last round simulated from" if self.on_region else "the prior"
+        return [*explain_failures(self.calibration.gates, domain=domain), *self.calibration.cuts]
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -231,6 +233,7 @@ def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis, r
     diagnosis.calibration, test = calibrate(spec, posterior, samples, predictive_x[: spec.diagnostics.num_ppc],
                                             region)
     if region is not None:
+        diagnosis.on_region = True
         diagnosis.metrics["diagnostics/region_prior_mass"] = region.prior_mass
     diagnosis.metrics.update(test.metrics("test_"))
     diagnosis.metrics.update(diagnosis.calibration.metrics)

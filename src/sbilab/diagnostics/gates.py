@@ -300,7 +300,7 @@ ADVICE = {
             "another estimator (estimator=nsf) or a training that stops on the validation loss (trainer=default)",
     "lc2st": "the posterior is off at this observation: more simulations near it (simulation.num_simulations=...), "
              "a posterior ensemble (trainer.ensemble_size=5) or another estimator (estimator=nsf)",
-    "calibration": "the posterior is miscalibrated over the prior: more simulations (simulation.num_simulations=...), "
+    "calibration": "the posterior is miscalibrated over {domain}: more simulations (simulation.num_simulations=...), "
                    "a posterior ensemble (trainer.ensemble_size=5, wider where members disagree), another estimator "
                    "(estimator=nsf) or trainer=default (stops on the validation loss)",
 }
@@ -326,8 +326,10 @@ def worst_failures(report: GateReport, limit: int = 3) -> list[GateCheck]:
     return sorted(report.failed, key=margin, reverse=True)[:limit]
 
 
-def explain_failures(report: GateReport, limit: int = 3) -> list[str]:
-    """Lines for the terminal: the worst failed gates (value, rule, margin), then what usually helps."""
+def explain_failures(report: GateReport, limit: int = 3, domain: str = "the prior") -> list[str]:
+    """Lines for the terminal: the worst failed gates (value, rule, margin), then what usually helps.
+
+    ``domain``: where the test set was drawn (a truncated sequential run is calibrated on its region)."""
     failed = worst_failures(report, limit)
     if not failed:
         return []
@@ -336,7 +338,8 @@ def explain_failures(report: GateReport, limit: int = 3) -> list[str]:
         beyond = "value is NaN" if not math.isfinite(check.value) else f"{margin(check):.0%} beyond"
         lines.append(f"  {check.name} = {check.value:.3g} ({rule_text(check)}; {beyond})")
     kind = failed[0].name.split("/")[0]
-    lines.append("what usually helps: " + ADVICE.get(kind if kind in ADVICE else "calibration", ADVICE["calibration"]))
+    advice = ADVICE.get(kind, ADVICE["calibration"]).format(domain=domain)
+    lines.append("what usually helps: " + advice)
     if report.level:
         lines.append(f"the verdict's level: {report.level}")
     return lines

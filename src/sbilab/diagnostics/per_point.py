@@ -65,6 +65,8 @@ class PerPointPlan:
     num_samples: int
     seconds_per_point: float
     pinned: bool
+    amortised: bool = False  # a batched sampler, cut by time all the same
+    hint: str = ""  # for a batched sampler: why it may be slow and what helps
 
     @property
     def reduced(self) -> bool:
@@ -74,9 +76,15 @@ class PerPointPlan:
         """One sentence: what was sampled, what was cut and by which setting."""
         why = ("diagnostics.sampler_budget.test_points" if self.pinned
                else f"diagnostics.sampler_budget.seconds={budget_seconds:g}")
-        text = (f"the {self.sampler} sampler is not amortised: calibration on {self.num_points} of "
-                f"{self.requested_points} test points × {self.num_samples} of {self.requested_samples} samples "
-                f"({self.seconds_per_point:.2f} s per point; {why}, diagnostics.sampler_budget.max_samples)")
+        if self.amortised:
+            text = (f"batched sampling of the test set took {self.seconds_per_point:.2f} s per point: calibration on "
+                    f"{self.num_points} of {self.requested_points} test points ({why})")
+            if self.hint:
+                text += f"; {self.hint}"
+        else:
+            text = (f"the {self.sampler} sampler is not amortised: calibration on {self.num_points} of "
+                    f"{self.requested_points} test points × {self.num_samples} of {self.requested_samples} samples "
+                    f"({self.seconds_per_point:.2f} s per point; {why}, diagnostics.sampler_budget.max_samples)")
         if self.num_points < min_points:
             text += (f"; fewer than diagnostics.sampler_budget.min_test_points={min_points}: the gates have little "
                      "power (a faster sampler, e.g. method.sampling.mcmc.method=slice_vectorized, or more seconds)")
@@ -87,15 +95,16 @@ class PerPointPlan:
                 "diagnostics/samples_per_point": float(self.num_samples)}
 
 
-def points_for_budget(seconds_per_point: float, budget_seconds: float, requested: int, minimum: int) -> int:
+def points_for_budget(seconds_per_point: float, budget_seconds: float, requested: int, minimum: int,
+                      pilot: int = PILOT_POINTS) -> int:
     """Test points that fit the budget: all of them, else the largest ladder step that fits (never below
     ``minimum`` while that fits). The time bound wins over ``minimum``: a sampler too slow for it gets
-    as many points as fit, and at least the pilot's."""
+    as many points as fit, and at least the ``pilot`` points already drawn."""
     affordable = int(budget_seconds / max(seconds_per_point, 1e-9))
     if affordable >= requested:
         return requested
     fitting = [n for n in TEST_POINT_LADDER if n <= affordable]
-    chosen = max(fitting[-1] if fitting else affordable, min(minimum, affordable), PILOT_POINTS)
+    chosen = max(fitting[-1] if fitting else affordable, min(minimum, affordable), pilot)
     return int(min(requested, chosen))
 
 

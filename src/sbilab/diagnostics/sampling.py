@@ -92,7 +92,7 @@ def default_chunk_size(num_samples: int, samples_per_chunk: int = DEFAULT_SAMPLE
     return max(1, int(samples_per_chunk) // max(1, int(num_samples)))
 
 
-def _prior_support_mask(posterior: Any) -> Optional[Callable[[Tensor], Tensor]]:
+def prior_support_mask(posterior: Any) -> Optional[Callable[[Tensor], Tensor]]:
     """``θ [..., D] -> bool [...]`` (inside the prior's support) for posteriors that truncate to it."""
     prior = getattr(posterior, "prior", None)
     if prior is None or not hasattr(posterior, "posterior_estimator"):
@@ -174,7 +174,7 @@ def sample_posterior_batched(
     n = x.shape[0]
     chunk = chunk_size or default_chunk_size(num_samples)
     batched = getattr(posterior, "sample_batched", None)
-    inside = _prior_support_mask(posterior) if batched is not None else None
+    inside = prior_support_mask(posterior) if batched is not None else None
     out: list[Tensor] = []
     for start in range(0, n, chunk):
         xb = x[start : start + chunk]

@@ -60,10 +60,12 @@ class PredictiveDistanceSettings:
 
 @dataclass(frozen=True)
 class SamplerBudgetSettings:
-    """Calibration of a posterior that is not amortised (MCMC, rejection, importance, VI).
+    """How long sampling the test set may take.
 
-    Such a sampler runs anew for every test x (``sbilab.diagnostics.per_point``): the test points
-    are cut to what ``seconds`` of sampling allow (timed on a pilot), or pinned by ``test_points``.
+    A sampler that is not amortised (MCMC, rejection, importance, VI) runs anew for every test x
+    (``sbilab.diagnostics.per_point``); a batched one can still be slow (a flow truncated to a bounded
+    prior it mostly leaks out of). Either way the test points are cut to what ``seconds`` of sampling
+    allow (timed on a pilot), or pinned by ``test_points``; ``max_samples`` caps the per-x samplers only.
     """
 
     #: seconds of test-set sampling (with the x_o samples, L-C2ST and the rest: the stage stays under 5 min)

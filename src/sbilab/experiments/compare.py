@@ -34,7 +34,11 @@ from sbilab.experiments.tables import as_number, to_csv, to_markdown
 BUDGET_KEY = "simulation.num_simulations"
 
 #: metrics of the table, in this order; `*` matches one path segment or more
-KEY_METRICS = ("val/loss_best", "c2st", "sbc/ks_pvalue/*", "tarp/atc", "coverage/error", "time/*_s", "train/epochs")
+KEY_METRICS = ("val/loss_best", "c2st", "ppc/standardized_distance", "ppc/standardized_distance_median",
+               "sbc/ks_pvalue/*", "tarp/atc", "coverage/error", "time/*_s", "train/epochs")
+
+#: a run fitted to a recording draws its posterior predictive over the recording here (``pipeline.record``)
+RECORDING_OVERLAY = "plots/ppc_traces.png"
 
 #: the usual order of the time metrics (others follow alphabetically)
 TIME_ORDER = ("time/simulate_s", "time/train_s", "time/diagnose_s", "time/total_s")
@@ -168,7 +172,8 @@ def comparison_rows(children: Sequence[Mapping[str, Any]], factors: Sequence[str
                     metrics: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and one row per child, sorted by the factors."""
     budget_extra = [] if BUDGET_KEY in factors else [BUDGET_KEY]
-    columns = ["run_id", "run_name", "status", "gates", *factors, *budget_extra, *metrics]
+    overlay = ["overlay"] if any(fitted_to_recording(child) for child in children) else []
+    columns = ["run_id", "run_name", "status", "gates", *factors, *budget_extra, *metrics, *overlay]
     rows = []
     for child in children:
         row: dict[str, Any] = {
@@ -182,9 +187,17 @@ def comparison_rows(children: Sequence[Mapping[str, Any]], factors: Sequence[str
         for name in metrics:
             value = child.get("metrics", {}).get(name)
             row[name] = None if value is None else float(value)
+        if overlay:
+            row["overlay"] = RECORDING_OVERLAY if fitted_to_recording(child) and child.get("status") == "FINISHED" \
+                else None
         rows.append(row)
     rows.sort(key=lambda r: (*(_sort_key(r[k]) for k in factors), _sort_key(r.get(BUDGET_KEY)), str(r["run_name"])))
     return columns, rows
+
+
+def fitted_to_recording(child: Mapping[str, Any]) -> bool:
+    """Whether the child's x_o is a recorded trace (``observation=recording``): its figure overlays the recording."""
+    return child.get("params", {}).get("observation.name") == "recording"
 
 
 def default_metric(children: Sequence[Mapping[str, Any]]) -> str:

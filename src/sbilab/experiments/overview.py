@@ -6,12 +6,13 @@ Shown on the parent's page in the MLflow UI (markdown); the full table stays in 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from sbilab.experiments.tables import to_markdown
 
 #: metrics of the overview table, when any child has them
-OVERVIEW_METRICS = ("val/loss_best", "c2st", "tarp/atc", "coverage/error", "time/total_s")
+OVERVIEW_METRICS = ("val/loss_best", "c2st", "ppc/standardized_distance", "ppc/standardized_distance_median",
+                    "tarp/atc", "coverage/error", "time/total_s")
 
 
 def overview_markdown(comparison: Any, experiment_id: str, statuses: Mapping[str, int]) -> str:
@@ -32,8 +33,9 @@ def overview_markdown(comparison: Any, experiment_id: str, statuses: Mapping[str
     if comparison.best is not None:
         lines += ["", f"Best by validation loss: {_link(comparison.best, experiment_id)}"]
     metrics = [name for name in OVERVIEW_METRICS if name in comparison.metrics]
-    columns = ["run", "gates", *comparison.factors, *metrics]
-    table = [{**row, "run": _link(row, experiment_id)} for row in rows]
+    overlay = ["overlay"] if "overlay" in comparison.columns else []
+    columns = ["run", "gates", *comparison.factors, *metrics, *overlay]
+    table = [{**row, "run": _link(row, experiment_id), "overlay": _figure_link(row, experiment_id)} for row in rows]
     lines += ["", to_markdown(columns, table), "Full table, figures and the C2ST between the runs' posteriors: "
               "`comparison/` (Artifacts tab)."]
     return "\n".join(lines) + "\n"
@@ -42,3 +44,11 @@ def overview_markdown(comparison: Any, experiment_id: str, statuses: Mapping[str
 def _link(row: Mapping[str, Any], experiment_id: str) -> str:
     """A markdown link to a child run's page in the UI (relative: works on any host)."""
     return f"[{row.get('run_name') or row['run_id']}](#/experiments/{experiment_id}/runs/{row['run_id']})"
+
+
+def _figure_link(row: Mapping[str, Any], experiment_id: str) -> Optional[str]:
+    """A link to the child's recording overlay in the UI's artifact viewer, when it has one."""
+    path = row.get("overlay")
+    if not path:
+        return None
+    return f"[traces](#/experiments/{experiment_id}/runs/{row['run_id']}/artifactPath/{path})"

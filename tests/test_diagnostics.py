@@ -533,3 +533,40 @@ def test_coverage_gate_is_not_stricter_than_the_test_set_can_resolve():
         assert small.passed and small.checks[0].threshold == pytest.approx(floor)
         assert not large.passed
     assert evaluate_gates({"coverage/error": 0.12}).checks[0].threshold == 0.05  # no count: the configured bar
+
+
+class GaussianPosterior:
+    """p(θ | x) = N(x/2, I/2) for θ ~ N(0, I), x ~ N(θ, I): the exact posterior under the whole prior."""
+
+    def _dist(self, x):
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, 2)
+        return MultivariateNormal(x / 2, covariance_matrix=0.5 * torch.eye(2))
+
+    def sample_batched(self, sample_shape, x, **kwargs):
+        return self._dist(x).sample(sample_shape)
+
+    def log_prob_batched(self, theta, x, norm_posterior=False):
+        return self._dist(x).log_prob(theta)
+
+
+def test_calibration_on_a_truncated_region_compares_with_the_posterior_under_that_prior():
+    """TSNPE's test θ come from the prior truncated to a region; the exact posterior under that prior is zero
+    outside it. The exact full-prior posterior, truncated to the region, passes SBC and coverage there;
+    untruncated, it is far too wide for θ drawn from the region, and the gates say so."""
+    generator = torch.Generator().manual_seed(0)
+    theta = torch.randn(20_000, 2, generator=generator)
+    theta = theta[theta.norm(dim=1) < 0.6][:500]  # the truncated prior: a disc of radius 0.6
+
+    def region(t):
+        return t.norm(dim=-1) < 0.6
+
+    x = theta + torch.randn(theta.shape, generator=generator)
+    settings = DiagnosticsSettings(num_posterior_samples=200)
+    seeds = DiagnosticsSeeds(*range(8))
+    on_region = compute_diagnostics(DiagnosticsInputs(GaussianPosterior(), theta, x, region=region), settings, seeds)
+    assert on_region.verdict == "pass", on_region.gates.failed
+    assert min(v for k, v in on_region.metrics.items() if k.startswith("sbc/ks_pvalue/")) > 0.01
+    assert on_region.metrics["diagnostics/num_test_points"] == 500  # nothing dropped: every x has samples inside
+    whole = compute_diagnostics(DiagnosticsInputs(GaussianPosterior(), theta, x), settings, seeds)
+    assert whole.verdict == "fail"
+    assert max(v for k, v in whole.metrics.items() if k.startswith("sbc/ks_pvalue/")) < 0.005

@@ -277,7 +277,9 @@ def calibrate(spec: RunSpec, posterior: Any, samples: Tensor, predictive_x: Tens
     """SBC, coverage, TARP and recovery on held-out simulations; PPC (on ``predictive_x``) and C2ST at x_o.
 
     The held-out θ come from the prior, or from ``region`` (a truncated prior) where the posterior
-    only claims to hold there (Deistler et al. 2022 check TSNPE's coverage the same way).
+    only claims to hold there (Deistler et al. 2022 check TSNPE's coverage the same way); the test
+    set's posterior samples are then truncated to the region too: under the truncated prior the
+    exact posterior is zero outside it, and SBC and coverage compare against that posterior.
     """
     settings, parts, seeds = spec.diagnostics, spec.parts, spec.seeds
     test = simulate(spec, "test", settings.num_test, proposal=region)
@@ -294,6 +296,7 @@ def calibrate(spec: RunSpec, posterior: Any, samples: Tensor, predictive_x: Tens
         statistic_names=list(getattr(parts.summary, "names", [])) or None,
         reference_samples=reference,
         embedding_net=learned_embedding(spec, posterior),
+        region=None if region is None else region.contains,
     )
     result = compute_diagnostics(inputs, settings, DiagnosticsSeeds(**seeds.diagnostics))
     return result, test

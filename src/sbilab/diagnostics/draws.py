@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ def draw_test_set(
     seed: int,
     chunk_size: Optional[int] = None,
     sampler_budget: SamplerBudgetSettings = SamplerBudgetSettings(),
+    region: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> TestSetDraws:
     """Drop non-finite test rows, draw ``num_samples`` posterior samples per row and evaluate
     the log-probs of the samples and of the true θ, all under one seed.
@@ -80,6 +81,8 @@ def draw_test_set(
     Test points where the flow leaks (almost) all its mass out of the prior get no samples
     and are dropped with a warning and a note. A posterior that is not amortised is sampled
     one x at a time, on as many test points as ``sampler_budget`` allows (noted when cut).
+    ``region`` (``θ [n, D] -> bool [n]``, where the test θ were drawn: a truncated prior): the
+    samples are truncated to it too, so they come from the posterior under that prior.
     """
     notes: list[str] = []
     timings: dict[str, float] = {}
@@ -92,8 +95,12 @@ def draw_test_set(
     with seeded(seed):
         budget = sampler_budget
         if is_amortised(posterior):
-            samples, plan = sample_batched_within_budget(posterior, x, num_samples, budget, chunk_size=chunk_size)
+            samples, plan = sample_batched_within_budget(posterior, x, num_samples, budget, chunk_size=chunk_size,
+                                                         region=region)
         else:
+            if region is not None:
+                notes.append("a per-x sampler's test-set samples are not truncated to the region the test θ "
+                             "came from: coverage and SBC read them as if it were (method.sample_with=direct is)")
             samples, plan = sample_per_point(posterior, x, num_samples, budget_seconds=budget.seconds,
                                              max_samples=budget.max_samples, min_points=budget.min_test_points,
                                              pinned_points=budget.test_points)
@@ -123,7 +130,9 @@ def draw_test_set(
 
 
 def sample_batched_within_budget(posterior: Any, x: Any, num_samples: int, budget: SamplerBudgetSettings, *,
-                                 chunk_size: Optional[int] = None) -> tuple[Any, Optional[PerPointPlan]]:
+                                 chunk_size: Optional[int] = None,
+                                 region: Optional[Callable[[Tensor], Tensor]] = None,
+                                 ) -> tuple[Any, Optional[PerPointPlan]]:
     """``[S, N', D]`` batched samples for the first N' rows of ``x``, and the plan when N' < N.
 
     A flow samples a thousand test points in seconds, unless it must be truncated to a bounded prior it
@@ -135,7 +144,7 @@ def sample_batched_within_budget(posterior: Any, x: Any, num_samples: int, budge
     n = int(x.shape[0])
     pilot = min(n, chunk_size or default_chunk_size(num_samples))
     started = time.perf_counter()
-    head = sample_posterior_batched(posterior, x[:pilot], num_samples, chunk_size=chunk_size)
+    head = sample_posterior_batched(posterior, x[:pilot], num_samples, chunk_size=chunk_size, region=region)
     per_point = (time.perf_counter() - started) / max(pilot, 1)
     if budget.test_points is not None:
         num_points = min(n, int(budget.test_points))
@@ -144,13 +153,13 @@ def sample_batched_within_budget(posterior: Any, x: Any, num_samples: int, budge
     samples = head
     if num_points > pilot:  # whole chunks, as an uncut run draws them; the surplus of the last one is dropped
         end = min(n, -(-num_points // pilot) * pilot)
-        rest = sample_posterior_batched(posterior, x[pilot:end], num_samples, chunk_size=chunk_size)
+        rest = sample_posterior_batched(posterior, x[pilot:end], num_samples, chunk_size=chunk_size, region=region)
         samples = torch.cat([head, rest], dim=1)
     samples = samples[:, :num_points]
     if num_points == n:
         return samples, None
-    hint = (LEAKAGE_HINT if prior_support_mask(posterior) is not None or ensemble_members(posterior) is not None
-            else "")
+    hint = (LEAKAGE_HINT if region is None and (prior_support_mask(posterior) is not None
+                                                or ensemble_members(posterior) is not None) else "")
     plan = PerPointPlan(sampler=type(posterior).__name__, requested_points=n, num_points=num_points,
                         requested_samples=int(num_samples), num_samples=int(num_samples),
                         seconds_per_point=per_point, pinned=budget.test_points is not None, amortised=True,

@@ -23,6 +23,8 @@ class DiagnosticsInputs:
     ``embedding_net``: the trained learned summary (``x -> embedding``) when the summary has one
     (``summary=hh_cnn``): misspecification is then also tested in its space. The test set's x
     serve as the prior predictive; the flow for ``LC2ST_NF`` is read from the posterior.
+    ``region``: where the test θ were drawn when not from the whole prior (``θ [n, D] -> bool [n]``,
+    TSNPE's truncated prior); the test set's posterior samples are truncated to it.
     """
 
     posterior: Any
@@ -38,3 +40,4 @@ class DiagnosticsInputs:
     statistic_names: Optional[Sequence[str]] = None
     reference_samples: Optional[Any] = None
     embedding_net: Optional[Callable[[Tensor], Tensor]] = None
+    region: Optional[Callable[[Tensor], Tensor]] = None

@@ -150,6 +150,25 @@ def truncated_sample_batched(
     return out
 
 
+def restricted(inside: Optional[Callable[[Tensor], Tensor]],
+               region: Optional[Callable[[Tensor], Tensor]]) -> Optional[Callable[[Tensor], Tensor]]:
+    """``θ [..., D] -> bool [...]``: inside the prior's support (``inside``) and the ``region`` (``[n, D] -> [n]``),
+    the region asked only about the finite θ already inside the support."""
+    if region is None:
+        return inside
+
+    def both(theta: Tensor) -> Tensor:
+        flat = theta.reshape(-1, theta.shape[-1])
+        ok = torch.isfinite(flat).all(-1)
+        if inside is not None:
+            ok &= inside(flat)
+        if ok.any():
+            ok[ok.clone()] = region(flat[ok]).bool()
+        return ok.reshape(theta.shape[:-1])
+
+    return both
+
+
 @torch.no_grad()
 def sample_posterior_batched(
     posterior: Any,
@@ -157,24 +176,28 @@ def sample_posterior_batched(
     num_samples: int,
     *,
     chunk_size: Optional[int] = None,
+    region: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tensor:
     """Draw ``num_samples`` posterior samples for every row of ``x``: ``[S, N, D]``.
 
     Chunks over test points (``chunk_size`` rows per ``sample_batched`` call). Does
     not seed: the caller controls the RNG (see :func:`run_diagnostics`). An ensemble
     is sampled member by member, so each member gets the prior truncation below.
+    ``region`` (``θ [n, D] -> bool [n]``): the samples are also truncated to it (a truncated
+    sequential posterior is calibrated on its region: θ from the truncated prior, so the posterior
+    it is compared with is the one under that prior, zero outside).
     """
     x = as_float_tensor(x)
     members = ensemble_members(posterior)
     if members is not None:
         counts = torch.multinomial(posterior.weights, num_samples, replacement=True).bincount(minlength=len(members))
-        samples = torch.cat([sample_posterior_batched(member, x, int(count), chunk_size=chunk_size)
+        samples = torch.cat([sample_posterior_batched(member, x, int(count), chunk_size=chunk_size, region=region)
                              for member, count in zip(members, counts) if count > 0])
         return samples[torch.randperm(num_samples)]
     n = x.shape[0]
     chunk = chunk_size or default_chunk_size(num_samples)
     batched = getattr(posterior, "sample_batched", None)
-    inside = prior_support_mask(posterior) if batched is not None else None
+    inside = restricted(prior_support_mask(posterior), region) if batched is not None else None
     out: list[Tensor] = []
     for start in range(0, n, chunk):
         xb = x[start : start + chunk]

@@ -72,7 +72,8 @@ def compute_diagnostics(
     num_params = as_float_tensor(inputs.test_theta).reshape(len(inputs.test_theta), -1).shape[1]
     names = parameter_names(inputs.parameter_names, num_params)
     draws = draw_test_set(inputs.posterior, inputs.test_theta, inputs.test_x, settings.num_posterior_samples,
-                          seed=seeds.sampling, chunk_size=chunk_size, sampler_budget=settings.sampler_budget)
+                          seed=seeds.sampling, chunk_size=chunk_size, sampler_budget=settings.sampler_budget,
+                          region=inputs.region)
     laps.timings.update(draws.timings)  # "sampling" and "log_prob"
     laps.skip()
     notes = list(draws.notes)

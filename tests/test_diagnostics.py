@@ -535,7 +535,7 @@ def test_coverage_gate_is_not_stricter_than_the_test_set_can_resolve():
     assert evaluate_gates({"coverage/error": 0.12}).checks[0].threshold == 0.05  # no count: the configured bar
 
 
-class GaussianPosterior:
+class StandardGaussianPosterior:
     """p(θ | x) = N(x/2, I/2) for θ ~ N(0, I), x ~ N(θ, I): the exact posterior under the whole prior."""
 
     def _dist(self, x):
@@ -563,10 +563,11 @@ def test_calibration_on_a_truncated_region_compares_with_the_posterior_under_tha
     x = theta + torch.randn(theta.shape, generator=generator)
     settings = DiagnosticsSettings(num_posterior_samples=200)
     seeds = DiagnosticsSeeds(*range(8))
-    on_region = compute_diagnostics(DiagnosticsInputs(GaussianPosterior(), theta, x, region=region), settings, seeds)
+    posterior = StandardGaussianPosterior()
+    on_region = compute_diagnostics(DiagnosticsInputs(posterior, theta, x, region=region), settings, seeds)
     assert on_region.verdict == "pass", on_region.gates.failed
     assert min(v for k, v in on_region.metrics.items() if k.startswith("sbc/ks_pvalue/")) > 0.01
     assert on_region.metrics["diagnostics/num_test_points"] == 500  # nothing dropped: every x has samples inside
-    whole = compute_diagnostics(DiagnosticsInputs(GaussianPosterior(), theta, x), settings, seeds)
+    whole = compute_diagnostics(DiagnosticsInputs(posterior, theta, x), settings, seeds)
     assert whole.verdict == "fail"
     assert max(v for k, v in whole.metrics.items() if k.startswith("sbc/ks_pvalue/")) < 0.005

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from sbilab.recordings import allen_recording, protocol_keys
 
-pytestmark = pytest.mark.slow  # ~50 s: the 1,450 ms protocol, a trained flow and the diagnostics
+pytestmark = pytest.mark.slow  # ~60 s: the 1,450 ms protocol, five truncated rounds and the diagnostics
 
 CELL = 518290966  # shipped; not the preset's default cell, so the key is seen to pick the cell
 TINY = [
@@ -58,4 +58,12 @@ def test_the_run_logs_the_predictive_distance_and_the_overlay(recording_run):
     assert "ppc/distance" in metrics and "sbc/ks_pvalue/gbar_Na" in metrics  # calibration still runs
     plots = {item.path for item in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/ppc_traces.png" in plots and "plots/ppc.png" not in plots
+
+
+def test_the_preset_runs_five_truncated_rounds_and_calibrates_on_the_last_region(recording_run):
+    client, run = recording_run
+    assert run.data.params["method.name"] == "tsnpe" and run.data.params["trainer.max_epochs"] == "-1"
+    rounds = client.get_metric_history(run.info.run_id, "round/num_simulations")
+    assert [m.step for m in rounds] == [0, 1, 2, 3, 4] and sum(m.value for m in rounds) == 400
+    assert 0 < run.data.metrics["diagnostics/region_prior_mass"] <= 1
     assert client.get_experiment(run.info.experiment_id).name == "hodgkin_huxley_8p"

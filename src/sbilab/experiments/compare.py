@@ -269,8 +269,9 @@ def best_run(rows: Sequence[Mapping[str, Any]], metric: str, direction: str = "m
 
 
 #: config groups that change what the validation loss measures: the loss itself (method) or the
-#: distribution of (θ, x) it averages over (simulator, prior, summary; experiment presets set them all)
-LOSS_DEFINING_GROUPS = ("method", "simulator", "prior", "summary", "experiment")
+#: distribution of (θ, x) it averages over (simulator, prior, summary; experiment presets set them all;
+#: observation: a recording brings its own protocol, and sequential rounds simulate near their x_o)
+LOSS_DEFINING_GROUPS = ("method", "simulator", "prior", "summary", "experiment", "observation")
 
 
 def loss_comparable(factors: Sequence[str]) -> bool:

@@ -16,17 +16,26 @@ from sbilab.diagnostics.per_point import PILOT_POINTS, is_amortised, points_for_
 from sbilab.diagnostics.settings import SamplerBudgetSettings
 
 
-@pytest.fixture(scope="module")
-def nle_problem():
-    """A 2-D NLE trained a few epochs (quality is not the point: the samplers must run on the test set)."""
+def trained_on_a_box(method, epochs: int):
+    """``method`` (sbi's NLE or NPE) trained ``epochs`` on 500 pairs x = θ + noise, θ on [-2, 2]²; and the prior."""
     torch.manual_seed(0)
     prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
     theta = prior.sample((500,))
     x = theta + 0.3 * torch.randn_like(theta)
-    inference = NLE(prior, show_progress_bars=False)
-    estimator = inference.append_simulations(theta, x).train(max_num_epochs=30, show_train_summary=False)
-    test_theta = prior.sample((4,))
-    return inference, estimator, test_theta, test_theta + 0.3 * torch.randn_like(test_theta)
+    inference = method(prior, show_progress_bars=False)
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=epochs, show_train_summary=False)
+    return inference, estimator, prior
+
+
+def noisy_pairs(theta):
+    return theta, theta + 0.3 * torch.randn_like(theta)
+
+
+@pytest.fixture(scope="module")
+def nle_problem():
+    """A 2-D NLE trained a few epochs (quality is not the point: the samplers must run on the test set)."""
+    inference, estimator, prior = trained_on_a_box(NLE, 30)
+    return inference, estimator, *noisy_pairs(prior.sample((4,)))
 
 
 @pytest.mark.parametrize("sample_with", ["rejection", "importance"])  # MCMC of each kind: test_method_matrix
@@ -96,15 +105,9 @@ def leaky_flow():
     from sbi.inference import NPE
     from sbi.inference.posteriors import DirectPosterior
 
-    torch.manual_seed(0)
-    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
-    theta = prior.sample((500,))
-    x = theta + 0.3 * torch.randn_like(theta)
-    inference = NPE(prior, show_progress_bars=False)
-    estimator = inference.append_simulations(theta, x).train(max_num_epochs=20, show_train_summary=False)
+    _, estimator, _ = trained_on_a_box(NPE, 20)
     narrow = BoxUniform(-0.25 * torch.ones(2), 0.25 * torch.ones(2))
-    test_theta = narrow.sample((120,))
-    return DirectPosterior(estimator, prior=narrow), test_theta, test_theta + 0.3 * torch.randn_like(test_theta)
+    return DirectPosterior(estimator, prior=narrow), *noisy_pairs(narrow.sample((120,)))
 
 
 def test_a_slow_batched_sampler_is_cut_to_the_budget_and_says_why(leaky_flow):

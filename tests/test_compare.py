@@ -265,7 +265,7 @@ def test_compare_script_fails_in_one_line(sweep_store, capsys):
 
 
 def test_posterior_c2st_pairs_runs_at_one_observation():
-    from sbilab.experiments.compare import posterior_c2st_rows, same_observation_runs
+    from sbilab.experiments.posterior_pairs import posterior_c2st_rows, same_observation_runs
 
     obs = {"observation.theta": "[50.0, 5.0]", "observation.seed": "2026", "simulator.name": "hodgkin_huxley"}
     runs = [{"run_id": rid, "status": "FINISHED", "params": dict(obs), "tags": {"choice.summary": summary}}
@@ -282,3 +282,6 @@ def test_posterior_c2st_pairs_runs_at_one_observation():
     other = [*runs[:2], {**runs[2], "params": {**obs, "observation.theta": "[40.0, 5.0]"}}]
     assert same_observation_runs(other) == []  # different observations: no comparison
     assert same_observation_runs([{**runs[0], "status": "FAILED"}, runs[1]]) == []
+    cells = [{**run, "params": {**obs, "observation.cell": cell}}
+             for run, cell in zip(runs, ("509881736", "518290966"))]
+    assert same_observation_runs(cells) == []  # two recorded cells are two observations

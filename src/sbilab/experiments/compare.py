@@ -12,7 +12,7 @@ written to the parent run through ``tracking.recorder_for``:
 - ``comparison/summary.json``: factors, counts, best run
 - ``comparison/posterior_c2st.md`` / ``.csv``: for small sweeps whose runs share one observation
   (e.g. ``summary=hh_features,hh_cnn``), C2ST between every two runs' posterior samples at x_o
-  (0.5: the same posterior; 1.0: disjoint)
+  (0.5: the same posterior; 1.0: disjoint; ``experiments.posterior_pairs``)
 
 Swept factors are detected, not configured: the keys of each job's overrides
 (``sbilab.overrides`` tag) whose values differ across children; without that tag, the
@@ -302,60 +302,7 @@ def heatmap_axes(factors: Sequence[str]) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# posteriors of different runs at the same observation
-
-#: params that define the observation; runs agreeing on all of them conditioned on the same x_o source
-OBSERVATION_PARAMS = ("observation.theta", "observation.x", "observation.file", "observation.seed",
-                      "simulator.name")
-#: pairwise C2ST only for sweeps this small (pairs grow quadratically)
-MAX_C2ST_RUNS = 6
-
-
-def same_observation_runs(children: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The FINISHED children when they all share one observation and are few enough to pair up, else []."""
-    finished = [c for c in children if c.get("status") == "FINISHED"]
-    observations = {tuple(c.get("params", {}).get(k) for k in OBSERVATION_PARAMS) for c in finished}
-    return finished if 2 <= len(finished) <= MAX_C2ST_RUNS and len(observations) == 1 else []
-
-
-def posterior_c2st_rows(runs: Sequence[Mapping[str, Any]], factors: Sequence[str], samples: Any,
-                        max_samples: int = 2000, seed: int = 0) -> tuple[list[str], list[dict[str, Any]]]:
-    """C2ST between the posterior samples of every two runs; ``samples(run_id)`` loads a run's samples
-    (``None``: the run has none, and is left out)."""
-    from sbilab.diagnostics.c2st import c2st_score
-
-    label = {r["run_id"]: ", ".join(f"{k}={factor_value(r, k)}" for k in factors) or r["run_id"] for r in runs}
-    loaded = {r["run_id"]: samples(r["run_id"]) for r in runs}
-    runs = [r for r in runs if loaded[r["run_id"]] is not None]  # runs without samples are left out
-    rows = []
-    for i, a in enumerate(runs):
-        for b in runs[i + 1:]:
-            score = c2st_score(loaded[a["run_id"]], loaded[b["run_id"]], seed=seed, max_samples=max_samples)
-            rows.append({"run_a": label[a["run_id"]], "run_b": label[b["run_id"]], "c2st": score,
-                         "run_id_a": a["run_id"], "run_id_b": b["run_id"]})
-    return ["run_a", "run_b", "c2st", "run_id_a", "run_id_b"], rows
-
-
-# ---------------------------------------------------------------------------------------------
 # the whole thing, logged to the parent run
-
-
-def log_posterior_c2st(uri: str, recorder: Any, children: Sequence[Mapping[str, Any]],
-                       factors: Sequence[str]) -> list[str]:
-    """``comparison/posterior_c2st.{csv,md}`` when the children share one observation; the paths logged."""
-    from sbilab import tracking
-
-    paired = same_observation_runs(children)
-    if not paired:
-        return []
-    columns, rows = posterior_c2st_rows(
-        paired, factors, lambda run_id: tracking.load_run_array(uri, run_id, "posterior_samples.npy"))
-    if not rows:
-        return []
-    recorder.log_text(to_csv(columns, rows), "comparison/posterior_c2st.csv")
-    recorder.log_text("# C2ST between the runs' posteriors at the shared observation (0.5: identical)\n\n"
-                      + to_markdown(columns, rows), "comparison/posterior_c2st.md")
-    return ["comparison/posterior_c2st.csv", "comparison/posterior_c2st.md"]
 
 
 def compare_sweep(uri: str, parent_run_id: str, metric: Optional[str] = None, figures: bool = True) -> Comparison:
@@ -366,6 +313,7 @@ def compare_sweep(uri: str, parent_run_id: str, metric: Optional[str] = None, fi
     """
     from sbilab import tracking
     from sbilab.experiments.overview import overview_markdown
+    from sbilab.experiments.posterior_pairs import log_posterior_c2st
     from sbilab.plots.comparison import heatmap, metric_vs_budget
 
     children = tracking.child_runs(uri, parent_run_id)

@@ -114,6 +114,7 @@ def _import_what_finish_needs() -> None:
 
     import sbilab.experiments.compare  # noqa: F401
     import sbilab.experiments.overview  # noqa: F401
+    import sbilab.experiments.posterior_pairs  # noqa: F401
     import sbilab.experiments.report  # noqa: F401
     import sbilab.plots.comparison  # noqa: F401
 

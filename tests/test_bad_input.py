@@ -54,6 +54,9 @@ CASES = [
     (["method=snpe", "trainer.ensemble_size=3"], "trainer.ensemble_size"),  # sequential: one network per round
     (["method=tsnpe", "method.quantile=0.9"], "method.quantile"),  # the mass left outside the truncated region
     (["method=nle"], "estimator.z_score_theta"),  # the default estimator learns θ unconstrained: NPE only
+    # a preset's key for the method it chose, with that method swapped for one without the key
+    (["experiment=allen_cell", "method=npe"], ("method.num_rounds", "method=npe", "~method.num_rounds")),
+    (["+summary.bins=3"], ("summary.bins", "allowed: duration, dt, t_on, t_off")),
     (["diagnostics.num_test=-1"], "diagnostics.num_test"),
     (["diagnostics.num_ppc=20000"], "diagnostics.num_ppc"),
     (["prior.low=[90,1e-4]"], "prior.low"),

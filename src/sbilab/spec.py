@@ -8,6 +8,8 @@ Below this module no function sees the config: stages and drivers take the
 
 from __future__ import annotations
 
+import inspect
+
 import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,17 +147,46 @@ def part_config(cfg: DictConfig, group: str) -> dict[str, Any]:
                           f"this {group} does not fit the other parts chosen") from None
 
 
-def instantiate_part(cfg: Mapping[str, Any]) -> Any:
-    """Build a part from its config with Hydra, ignoring the descriptive ``name`` key."""
+#: keys of a part's config that are not its target's arguments
+_NOT_ARGUMENTS = ("name", "_target_", "_convert_", "_recursive_", "_partial_", "_args_")
+
+
+def check_part_keys(group: str, cfg: Mapping[str, Any]) -> None:
+    """A key the part's target does not take is bad input: one line naming it and the allowed ones.
+
+    Hydra would raise a TypeError from deep inside ``instantiate``. The usual cause is a preset that
+    sets a key of the part it chose (``experiment=allen_cell`` sets ``method.num_rounds``) and an
+    override that swaps the part for one without that key (``method=npe``).
+    """
+    from hydra.utils import get_object
+
+    try:
+        parameters = inspect.signature(get_object(str(cfg.get("_target_", "")))).parameters
+    except Exception:  # not resolvable or not introspectable here: instantiate reports what it can
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [key for key in cfg if key not in _NOT_ARGUMENTS and key not in parameters]
+    if unknown:
+        key = unknown[0]
+        allowed = [name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        raise ConfigError(f"{group}.{key} is not a setting of {group}={cfg.get('name')}; allowed: "
+                          f"{', '.join(allowed) or 'none'} (set by a preset for another {group}? "
+                          f"drop it with ~{group}.{key})")
+
+
+def instantiate_part(cfg: Mapping[str, Any], group: str = "part") -> Any:
+    """Build a part of ``group`` from its config with Hydra, ignoring the descriptive ``name`` key."""
+    check_part_keys(group, cfg)
     return instantiate({k: v for k, v in cfg.items() if k != "name"}, _convert_="all")
 
 
 def build_parts(part_configs: Mapping[str, Mapping[str, Any]], settings_seed: int, ensemble_size: int) -> Parts:
     """Instantiate simulator, prior, summary and method and check that they fit together."""
-    simulator = instantiate_part(part_configs["simulator"])
+    simulator = instantiate_part(part_configs["simulator"], "simulator")
     prior = build_prior(part_configs["prior"])
-    summary = instantiate_part(part_configs["summary"])
-    method = instantiate_part(part_configs["method"])
+    summary = instantiate_part(part_configs["summary"], "summary")
+    method = instantiate_part(part_configs["method"], "method")
     names = list(part_configs["prior"]["names"])
     prior_dim = int(sample_prior(prior, 1, 0).shape[1])
     if len(names) != prior_dim:

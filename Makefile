@@ -23,7 +23,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-all lint simulate bench bench-diagnostics benchmark sweep new-model compare hpo register ui clean \
+.PHONY: help install train cells test test-slow test-all lint simulate bench bench-diagnostics benchmark sweep new-model compare hpo register ui clean \
 	services-install server server-status server-stop server-migrate
 
 help: ## list the targets
@@ -59,6 +59,9 @@ test-all: $(STAMP) ## every test, slow ones included
 
 lint: $(STAMP) ## ruff (pycodestyle, pyflakes, import order, bugbear) over src, tests and scripts
 	$(VENV)/bin/ruff check src tests scripts
+
+cells: $(STAMP) ## one network for many recorded cells, diagnosed at each (default: the ten Allen cells): make cells [ARGS=...]
+	$(PY) scripts/train_cells.py experiment=allen_cells $(ARGS)
 
 simulate: $(STAMP) ## fill the simulation cache without training (same overrides as train)
 	$(PY) scripts/simulate.py $(ARGS)

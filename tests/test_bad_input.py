@@ -57,6 +57,7 @@ CASES = [
     # a preset's key for the method it chose, with that method swapped for one without the key
     (["experiment=allen_cell", "method=npe"], ("method.num_rounds", "method=npe", "~method.num_rounds")),
     (["+summary.bins=3"], ("summary.bins", "allowed: duration, dt, t_on, t_off")),
+    (["simulator.context=[V0,rise_time]"], ("simulator.context", "unknown ['rise_time']", "current_density")),
     (["diagnostics.num_test=-1"], "diagnostics.num_test"),
     (["diagnostics.num_ppc=20000"], "diagnostics.num_ppc"),
     (["prior.low=[90,1e-4]"], "prior.low"),

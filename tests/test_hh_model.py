@@ -156,3 +156,26 @@ def test_eight_parameter_configs_compose_with_matching_names():
     assert simulator.params.num_steps == 72_500 and simulator.params.timing == (1449.98, 0.02, 205.0, 1205.0)
     assert part_config(cfg, "summary")["duration"] == 1449.98  # the statistics follow the simulator's protocol
     assert all(lo < hi for lo, hi in zip(cfg.prior.low, cfg.prior.high))
+
+
+def test_context_appends_the_protocol_to_every_summary_and_leaves_the_statistics_alone():
+    """``simulator.context``: one network for several protocols learns which protocol made each summary."""
+    from sbilab.summaries.hh_features import HHFeatures
+
+    constants = {"duration": 60.0, "dt": 0.025, "t_on": 10.0, "t_off": 50.0, "current": 3e-4, "V0": -65.0,
+                 "soma_area_cm2": 2e-4}
+    summary = HHFeatures(duration=60.0, dt=0.025, t_on=10.0, t_off=50.0)
+    theta = torch.tensor([[50.0, 5.0], [20.0, 8.0], [70.0, 2.0]])
+    seeds = np.array([1, 2, 3])
+    plain = HodgkinHuxley(**constants)
+    tagged = HodgkinHuxley(context=["current_density", "V0"], **constants)
+    x_plain = plain.simulate_summaries(theta, seeds, summary)
+    x_tagged = tagged.simulate_summaries(theta, seeds, summary)
+    assert plain.observation_context() is None and x_tagged.shape == (3, x_plain.shape[1] + 2)
+    torch.testing.assert_close(x_tagged[:, :-2], x_plain.to(x_tagged.dtype))
+    context = torch.tensor([3e-4 / 2e-4, -65.0])
+    torch.testing.assert_close(x_tagged[:, -2:], context.expand(3, 2).to(x_tagged.dtype))
+    torch.testing.assert_close(tagged.observation_context(), context)
+    # another protocol, other context; the order is the config's
+    other = HodgkinHuxley(context=["V0", "current_density"], **{**constants, "V0": -80.0, "current": 6e-4})
+    torch.testing.assert_close(other.observation_context(), torch.tensor([-80.0, 6e-4 / 2e-4]))

@@ -68,6 +68,20 @@ def train(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
+def train_cells(cfg: DictConfig) -> None:
+    """One network for the recordings ``cells`` lists (``make cells``): trained once, diagnosed at each."""
+    from sbilab.config import preflight
+
+    entry.guarded(lambda: preflight(cfg))
+    from sbilab.experiments.cells import cell_list, cell_specs
+    from sbilab.experiments.report import cells_and_report
+
+    specs = entry.guarded(lambda: cell_specs(cfg, cell_list(cfg)))
+    code = entry.guarded(lambda: cells_and_report(specs))
+    if code:
+        sys.exit(code)
+
+
 def simulate(cfg: DictConfig) -> None:
     """Fill the simulation cache as ``train`` would, without training."""
     from sbilab.config import preflight

@@ -7,7 +7,7 @@ simulator is built, so here it is summarised exactly like a simulation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -93,6 +93,9 @@ def make_observation(simulator: Simulator, summary: Callable[[Tensor], Tensor], 
         trace = torch.from_numpy(recording.voltage_mV)[None]
         source = "cell" if settings.cell is not None else "file"
         obs = Observation(x=summary(trace)[0].float(), raw=trace[0], source=source, recording=recording)
+    context = simulator.observation_context()
+    if context is not None and obs.source != "x":  # what simulate_summaries appends to every simulation's
+        obs = replace(obs, x=torch.cat([obs.x.reshape(-1), context]))
     if obs.x.numel() != x_dim:
         raise ObservationError(
             f"observation.{obs.source} gives {obs.x.numel()} summary values but the summary produces {x_dim}"

@@ -6,7 +6,7 @@
     train(spec, ...)      one network, an ensemble, or the rounds of a sequential method
     build_posterior(...)  the method's sbi posterior around the trained networks
     diagnose(...)         samples at x_o, predictive traces, calibration on held-out simulations
-    record(...)           posterior artifact, samples, figures, diagnostics, verdict
+    record(...)           posterior artifact, samples, figures, diagnostics, verdict (sbilab.run_record)
 
 Each stage takes the :class:`~sbilab.spec.RunSpec` and plain values and returns plain
 values. The drivers (sweeps, HPO, benchmark) compose the same stages.
@@ -17,11 +17,9 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional
 
-import numpy as np
 import torch
-import yaml
 from omegaconf import OmegaConf
 from sbi.inference.posteriors import DirectPosterior, VectorFieldPosterior
 from threadpoolctl import threadpool_limits
@@ -34,15 +32,11 @@ from sbilab.diagnostics.predictive_distance import StandardizedDistanceResult, s
 from sbilab.diagnostics.sampling import posterior_log_prob_batched
 from sbilab.ensemble import ensemble_members, ensemble_posterior
 from sbilab.memory import PeakMemory
-from sbilab.plots.diagnostics import diagnostic_figures
-from sbilab.plots.posterior import pairplot, predictive_traces, recording_overlay
-from sbilab.plots.report import diagnostics_report
-from sbilab.plots.training import loss_curves
-from sbilab.posterior_io import SPEC_FILE, STATE_FILE, estimators_state, posterior_spec
 from sbilab.predictive import simulate_predictive, simulate_predictive_traces
 from sbilab.priors import sample_prior
 from sbilab.rng import seeded
 from sbilab.run_observer import RecordingObserver
+from sbilab.run_record import record
 from sbilab.simulation import Dataset, simulate_dataset
 from sbilab.spec import RunSpec
 from sbilab.training import (
@@ -172,10 +166,13 @@ def simulate(spec: RunSpec, purpose: str, num: int, proposal: Optional[Any] = No
     )
 
 
-def train(spec: RunSpec, observer: TrainingObserver = SilentObserver()) -> Fitted:
+def train(spec: RunSpec, observer: TrainingObserver = SilentObserver(),
+          simulate_round: Optional[Callable[[Optional[Any], int, int], Dataset]] = None) -> Fitted:
     """Simulate the training data and train the method's networks on it (its training strategy decides how).
 
-    ``observer`` sees every epoch, dataset and round, and the trained networks.
+    ``observer`` sees every epoch, dataset and round, and the trained networks. ``simulate_round``
+    (proposal, round, number) replaces simulating ``spec``'s simulator, e.g. by the simulations of
+    several specs (one network for many recordings, :mod:`sbilab.experiments.cells`).
     """
     problem = TrainingProblem(
         method=spec.parts.method, estimator=spec.part_configs["estimator"], prior=spec.parts.prior,
@@ -184,10 +181,10 @@ def train(spec: RunSpec, observer: TrainingObserver = SilentObserver()) -> Fitte
         recipe=spec.recipe,
     )
 
-    def simulate_round(proposal: Optional[Any], round_: int, num: int) -> Dataset:
+    def simulate_own(proposal: Optional[Any], round_: int, num: int) -> Dataset:
         return simulate(spec, "train" if round_ == 0 else f"train-round-{round_}", num, proposal)
 
-    fitted = strategy_for(spec.parts.method, spec.recipe).fit(problem, simulate_round, observer)
+    fitted = strategy_for(spec.parts.method, spec.recipe).fit(problem, simulate_round or simulate_own, observer)
     observer.networks_trained(fitted.networks)
     return fitted
 
@@ -201,16 +198,19 @@ def build_posterior(spec: RunSpec, fitted: Fitted) -> Any:
 # -- diagnose -----------------------------------------------------------------------------------------
 
 
-def diagnose(spec: RunSpec, posterior: Any, region: Optional[Any] = None) -> Diagnosis:
+def diagnose(spec: RunSpec, posterior: Any, region: Optional[Any] = None, samples: Optional[Tensor] = None
+             ) -> Diagnosis:
     """Posterior samples at x_o and what they say; calibration on a held-out test set when enabled.
 
     ``region``: where the posterior claims to hold when not on the whole prior (TSNPE's truncated
-    prior); the test set and the prior moments then come from it.
+    prior); the test set and the prior moments then come from it. ``samples``: the samples at x_o
+    when drawn already (batched over many observations), else drawn here.
     """
     observation, seeds = spec.observation, spec.seeds
-    with seeded(seeds.observation_samples):
-        samples = posterior.sample((spec.diagnostics.num_observation_samples,), x=observation.x,
-                                   show_progress_bars=False)
+    if samples is None:
+        with seeded(seeds.observation_samples):
+            samples = posterior.sample((spec.diagnostics.num_observation_samples,), x=observation.x,
+                                       show_progress_bars=False)
     diagnosis = Diagnosis(samples=samples, metrics=observation_metrics(posterior, samples, spec),
                           predictive_traces=simulate_predictive_traces(spec, samples))
     if spec.diagnostics.enabled:
@@ -293,103 +293,10 @@ def calibrate(spec: RunSpec, posterior: Any, samples: Tensor, predictive_x: Tens
         x_o=spec.observation.x,
         observed_samples=samples,  # θ*'s log-prob is logged with the samples, not here
         predictive_x=predictive_x,
-        statistic_names=list(getattr(parts.summary, "names", [])) or None,
+        statistic_names=[*getattr(parts.summary, "names", []), *parts.simulator.context] or None,
         reference_samples=reference,
         embedding_net=learned_embedding(spec, posterior),
         region=None if region is None else region.contains,
     )
     result = compute_diagnostics(inputs, settings, DiagnosticsSeeds(**seeds.diagnostics))
     return result, test
-
-
-# -- record -------------------------------------------------------------------------------------------
-
-
-def record(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted, diagnosis: Optional[Diagnosis]) -> None:
-    """The posterior artifact and training curves, (when given) everything ``diagnose`` found, and the
-    run's description (verdict, gate table, warnings) for the UI."""
-    record_posterior(recorder, spec, fitted)
-    if fitted.networks.choice is not None:  # what recipe=auto tried, chose and why
-        recorder.log_dict(fitted.networks.choice.record(), "recipe.json")
-    first = fitted.networks.first
-    others = [member.val_losses for member in fitted.networks.members[1:]]
-    recorder.log_figure(loss_curves(first.train_losses, first.val_losses, best_epoch(first.val_losses), others),
-                        "plots/loss.png")
-    metrics = fitted.networks.metrics()
-    calibration = None if diagnosis is None else diagnosis.calibration
-    if diagnosis is not None:
-        record_observation(recorder, spec, diagnosis)
-        metrics.update(diagnosis.metrics)
-    if calibration is None:
-        tracking.set_description(recorder, tracking.run_description(None, metrics))
-        return
-    gates = record_calibration(recorder, spec, calibration)
-    tracking.set_description(recorder, tracking.run_description(gates, metrics, calibration.notes,
-                                                               calibration.warnings()))
-
-
-def record_observation(recorder: tracking.RunRecorder, spec: RunSpec, diagnosis: Diagnosis) -> None:
-    """The samples at x_o, the metrics of the diagnose stage, the pairplot and the predictive traces."""
-    recorder.log_array(diagnosis.samples.numpy(), "posterior_samples.npy")
-    recorder.log_metrics(diagnosis.metrics)
-    observation = spec.observation
-    recorder.log_figure(pairplot(diagnosis.samples, spec.parts.parameter_names, prior_limits(spec),
-                                 observation.theta), "plots/pairplot.png")
-    if diagnosis.predictive_distance is not None:
-        for path, array in diagnosis.predictive_distance.arrays().items():
-            recorder.log_array(array, path)
-    if diagnosis.predictive_traces is not None:
-        time_axis, current, scale = spec.parts.simulator.trace_axes()
-        traces = (time_axis, observation.raw.numpy(), diagnosis.predictive_traces.numpy(), current, scale)
-        if observation.recording is None:
-            recorder.log_figure(predictive_traces(*traces), "plots/ppc.png")
-        else:  # a panel per simulated trace, the recording behind each: spike trains stay readable
-            recorder.log_figure(recording_overlay(*traces, title=f"cell {observation.recording.cell_id}"),
-                                "plots/ppc_traces.png")
-
-
-def record_calibration(recorder: tracking.RunRecorder, spec: RunSpec, calibration: DiagnosticsResult) -> dict:
-    """Figures, the report, raw arrays, ``gates.json``, gate metrics and tags; returns the gates."""
-    figures = diagnostic_figures(calibration)
-    recorder.log_text(diagnostics_report(calibration, figures, title=spec.tracking.run_name or spec.experiment_name),
-                      "diagnostics/report.html")  # before log_figure closes the figures
-    for path, figure in figures.items():
-        recorder.log_figure(figure, path)
-    for path, array in calibration.arrays.items():
-        recorder.log_array(array, path)
-    gates = calibration.gates_dict()
-    recorder.log_dict(gates, "diagnostics/gates.json")
-    recorder.log_metrics(tracking.gate_metrics(gates))
-    if calibration.notes:
-        recorder.log_text("\n".join(calibration.notes) + "\n", "diagnostics/notes.txt")
-    recorder.set_tags(calibration.tags())
-    return gates
-
-
-def record_posterior(recorder: tracking.RunRecorder, spec: RunSpec, fitted: Fitted) -> None:
-    """The ``posterior/`` artifact (spec + weights of every network) and, unless ``tracking.log_model=false``,
-    the pyfunc model over it."""
-    configs = spec.part_configs
-    learned_summary = hasattr(spec.parts.summary, "embedding_net")  # its weights are in the state: rebuild it
-    member_configs = fitted.networks.configs
-    saved = posterior_spec(configs["method"], member_configs[0] if member_configs else configs["estimator"],
-                           configs["prior"], len(spec.parts.parameter_names), spec.parts.x_dim,
-                           summary_cfg=configs["summary"] if learned_summary else None,
-                           ensemble_size=len(fitted.networks.members), member_estimators=member_configs)
-    recorder.log_text(yaml.safe_dump(saved, sort_keys=False), f"posterior/{SPEC_FILE}")
-    recorder.log_torch_state(estimators_state(fitted.networks.estimators), f"posterior/{STATE_FILE}")
-    if spec.tracking.log_model:
-        tracking.log_posterior_model(recorder)
-
-
-def best_epoch(val_losses: Sequence[float]) -> int:
-    """The epoch whose weights were kept (-1 before any epoch)."""
-    return int(np.nanargmin(val_losses)) if len(val_losses) else -1
-
-
-def prior_limits(spec: RunSpec) -> Optional[list[list[float]]]:
-    """[low, high] per parameter for bounded priors (pairplot axes), else None."""
-    prior = spec.part_configs["prior"]
-    if "low" in prior and "high" in prior:
-        return [[float(lo), float(hi)] for lo, hi in zip(prior["low"], prior["high"])]
-    return None

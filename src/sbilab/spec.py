@@ -8,9 +8,8 @@ Below this module no function sees the config: stages and drivers take the
 
 from __future__ import annotations
 
-import inspect
-
 import copy
+import inspect
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:  # the sweep callback imports this module in the launching process: nothing heavy
@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # the sweep callback imports this module in the launching pro
 GATES_FAILED_EXIT = 3
 #: metrics shown on a sweep's one-line-per-job progress
 PROGRESS_METRICS = ("val/loss_best", "c2st", "tarp/atc", "coverage/error")
+#: metrics shown on make cells' line per cell
+CELL_METRICS = ("ppc/standardized_distance", "ppc/standardized_distance_median", "time/total_s")
 
 
 #: the MLflow 3 UI's view for model training (its sidebar toggle; the default view is GenAI)
@@ -65,6 +67,25 @@ def train_and_report(spec: RunSpec, parent_run_id: Optional[str] = None,
     if strict_failure:
         print("sbilab: diagnostics.strict=true and a gate failed: exiting non-zero", file=sys.stderr)
         return GATES_FAILED_EXIT
+    return 0
+
+
+def cells_and_report(specs: "Sequence[RunSpec]") -> int:
+    """Train one network for many cells, diagnose it at each; print a line per cell and the parent's link."""
+    from sbilab.experiments.cells import describe, train_cells
+
+    result = train_cells(specs)
+    for cell in result.cells:
+        shown = " ".join(f"{k}={cell.metrics[k]:.4g}" for k in CELL_METRICS if k in cell.metrics)
+        print(f"sbilab: cell {cell.cell}: run {cell.run_id} {shown} gates={cell.gates}", flush=True)
+    describe(result, specs[0].tracking.uri)
+    passed = sum(cell.gates == "pass" for cell in result.cells)
+    print(f"sbilab: run {result.run_id} FINISHED (experiment {result.experiment_id}): one network, "
+          f"{len(result.cells)} cells, gates pass on {passed}; trained in {result.train_seconds:.0f} s, "
+          f"{result.total_seconds:.0f} s in all")
+    link = ui_hint(specs[0].tracking.uri, result.experiment_id, result.run_id)
+    print(f"sbilab: open it with `{ui_command()}`, then {link}")
+    sys.stdout.flush()
     return 0
 
 

@@ -63,6 +63,15 @@ class Simulator(ABC):
         """Summaries of simulations; simulators with a fused kernel override this (see :class:`KernelFusion`)."""
         return summary(self.simulate(theta, seeds))
 
+    #: names of the values ``observation_context`` appends (after the summary's statistics)
+    context: tuple[str, ...] = ()
+
+    def observation_context(self) -> Optional[Tensor]:
+        """Values that ``simulate_summaries`` appends to every summary (e.g. the settings of the
+        experiment it simulates, for a network shared by several experiments), to be appended to an
+        observation's summary too; None (most simulators) when there are none."""
+        return None
+
     def trace_axes(self) -> Optional[tuple[np.ndarray, Optional[np.ndarray], float]]:
         """(time, input or None, input scale) for plotting raw outputs as traces, or None."""
         return None

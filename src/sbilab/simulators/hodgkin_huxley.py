@@ -41,7 +41,8 @@ class HodgkinHuxley(Simulator):
     version = "1+" + hh_kernel.source_hash()
 
     def __init__(
-        self, backend: str = "compiled", inferred: Sequence[str] = TUTORIAL_INFERRED, **constants: float | None
+        self, backend: str = "compiled", inferred: Sequence[str] = TUTORIAL_INFERRED, context: Sequence[str] = (),
+        **constants: float | None
     ) -> None:
         if backend not in ("compiled", "numpy"):
             raise ConfigError(f"simulator.backend={backend!r}: allowed values are 'compiled', 'numpy'")
@@ -49,6 +50,7 @@ class HodgkinHuxley(Simulator):
         self.inferred = check_inferred(inferred)
         self.parameter_dim = len(self.inferred)
         self.params = check_params(constants)
+        self.context = check_context(context)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -57,7 +59,19 @@ class HodgkinHuxley(Simulator):
 
     def config(self) -> dict:
         """The constants that determine the output (for cache keys and logs)."""
-        return {"backend": self.backend, "inferred": list(self.inferred), **asdict(self.params)}
+        return {"backend": self.backend, "inferred": list(self.inferred), "context": list(self.context),
+                **asdict(self.params)}
+
+    def observation_context(self) -> Tensor | None:
+        """The protocol's values named by ``simulator.context`` (appended to every summary), or None.
+
+        A network trained on several recordings' protocols at once (one network for many cells)
+        must know which protocol produced a summary: the current density of the step and the
+        initial potential are what the Allen cells' protocols differ in.
+        """
+        if not self.context:
+            return None
+        return torch.tensor([CONTEXT_VALUES[name](self.params) for name in self.context], dtype=torch.float32)
 
     def trace_axes(self) -> tuple[np.ndarray, np.ndarray, float]:
         """Time (ms), injected current density and its scale to nA (times the soma area)."""
@@ -89,6 +103,14 @@ class HodgkinHuxley(Simulator):
         Unfused, rows are simulated and summarised in sub-batches whose traces fit
         :data:`TRACE_BATCH_BYTES` (one batch for the tutorial's 12,001-step traces).
         """
+        context = self.observation_context()
+        x = self._summaries(theta, seeds, summary)
+        if context is None:
+            return x
+        x = x.reshape(x.shape[0], -1)
+        return torch.cat([x, context.to(x.dtype).expand(x.shape[0], -1)], dim=1)
+
+    def _summaries(self, theta: Tensor, seeds: np.ndarray, summary: Callable[[Tensor], Tensor]) -> Tensor:
         if self.can_fuse(summary):
             _, features = hh_kernel.run(
                 as_float64_numpy(theta), seeds, self.params, traces=False, features=True, inferred=self.inferred
@@ -118,6 +140,24 @@ def check_inferred(inferred: Sequence[str]) -> tuple[str, ...]:
         problem = f"unknown {unknown}" if unknown else ("empty" if not names else "repeated names")
         raise ConfigError(f"simulator.inferred={list(names)}: {problem}; "
                           f"allowed: distinct names of {', '.join(INFERABLE)}")
+    return names
+
+
+#: ``simulator.context`` names: protocol values a summary can carry
+CONTEXT_VALUES: dict[str, Callable[[HHParams], float]] = {
+    "current_density": lambda p: float(p.current) / p.soma_area,  # µA/cm², the step's
+    "V0": lambda p: float(p.V0),  # mV
+}
+
+
+def check_context(context: Sequence[str]) -> tuple[str, ...]:
+    """``simulator.context`` as a tuple of distinct names of :data:`CONTEXT_VALUES`."""
+    names = (context,) if isinstance(context, str) else tuple(context or ())
+    unknown = [name for name in names if name not in CONTEXT_VALUES]
+    if unknown or len(set(names)) != len(names):
+        problem = f"unknown {unknown}" if unknown else "repeated names"
+        raise ConfigError(f"simulator.context={list(names)}: {problem}; allowed: distinct names of "
+                          f"{', '.join(CONTEXT_VALUES)} (or [] for none)")
     return names
 
 

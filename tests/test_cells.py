@@ -86,6 +86,7 @@ def test_one_network_is_trained_once_and_each_cell_gets_its_own_diagnosed_child_
     (["cells=[518290966]"], "cells=[518290966]: expected a list of at least two distinct"),
     (["simulator.context=[]"], "simulator.context is empty"),
     (["method=snpe"], "an amortised method"),
+    (["simulation.num_simulations=5"], "simulation.num_simulations=5 is split over 10 cells"),
 ])
 def test_bad_input_is_one_line_before_any_run(store, tmp_path, args, expected):
     result = run_cells(["experiment=allen_cells", *args, *store["overrides"], f"hydra.run.dir={tmp_path}/out"],

@@ -69,6 +69,10 @@ def cell_specs(cfg: DictConfig, cells: Sequence[int]) -> list[RunSpec]:
     if not OmegaConf.select(cfg, "simulator.context", default=None):
         raise ConfigError("simulator.context is empty: one network for several protocols must be told which "
                           "protocol made each summary; allowed: e.g. [current_density,V0] (experiment=allen_cells)")
+    num = int(OmegaConf.select(cfg, "simulation.num_simulations", default=0) or 0)
+    if num < len(cells):
+        raise ConfigError(f"simulation.num_simulations={num} is split over {len(cells)} cells; allowed: "
+                          f">= {len(cells)} (one simulation per cell at least)")
     specs = []
     for cell in cells:
         cell_cfg = copy.deepcopy(cfg)

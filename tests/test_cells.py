@@ -96,3 +96,16 @@ def test_bad_input_is_one_line_before_any_run(store, tmp_path, args, expected):
     assert lines == [lines[-1]] and lines[-1].startswith("sbilab: error: ") and expected in lines[-1], result.stderr
     assert MlflowClient(store["uri"]).search_runs(
         [e.experiment_id for e in MlflowClient(store["uri"]).search_experiments()]) == []
+
+
+def test_a_given_x_of_the_statistics_alone_gets_the_observed_protocols_context(tmp_path):
+    """``observation=summary`` on a simulator with context: 7 statistics get the protocol's 2 values, 9 stay."""
+    from sbilab.experiments.compose import compose_run_config
+    from sbilab.spec import prepare
+
+    statistics = [12, -63.2, 0.4, -48.1, 160, 1.9, 7]
+    for given, expected in ((statistics, [*statistics, *context_of(CELLS[0])]), ([*statistics, 1.5, -80.0],
+                                                                                  [*statistics, 1.5, -80.0])):
+        cfg, _ = compose_run_config(ROOT / "conf", ["experiment=allen_cells", "observation=summary",
+                                                    f"observation.x={given}", f"paths.output_dir={tmp_path}"])
+        np.testing.assert_allclose(prepare(cfg).observation.x.numpy(), expected, rtol=1e-5)

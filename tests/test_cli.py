@@ -13,7 +13,7 @@ def test_help_and_an_unknown_command(capsys):
     assert cli.main(["--help"]) == 0
     assert "sbilab train" in capsys.readouterr().out
     assert cli.main(["trian"]) == 2
-    assert "unknown command 'trian'; allowed: train, sweep, simulate, ui, new-model" in capsys.readouterr().err
+    assert "unknown command 'trian'; allowed: train, sweep, simulate, cells, ui, new-model" in capsys.readouterr().err
 
 
 def test_the_projects_conf_folder_joins_the_search_path(tmp_path):

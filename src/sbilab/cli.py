@@ -4,6 +4,7 @@ code).
     sbilab train [key=value ...]            one run into ./mlruns (as `make train`)
     sbilab sweep key=a,b [key=value ...]    a Hydra multirun on this machine's cores (as `make sweep`)
     sbilab simulate [key=value ...]         fill the simulation cache without training
+    sbilab cells [cells=[id,...] ...]       one network for several recorded cells (as `make cells`)
     sbilab ui [--port 5000]                 the MLflow UI on ./mlruns
     sbilab new-model NAME [--dir DIR]       a function simulator, its configs and a test (docs/your-model.md)
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-COMMANDS = ("train", "sweep", "simulate", "ui", "new-model")
+COMMANDS = ("train", "sweep", "simulate", "cells", "ui", "new-model")
 
 
 def config_dir() -> Path:
@@ -140,6 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _run_hydra(commands.train, overrides)
     elif command == "simulate":
         _run_hydra(commands.simulate, overrides)
+    elif command == "cells":
+        _run_hydra(commands.train_cells, ["experiment=allen_cells", *overrides])
     else:
         _run_hydra(commands.train, _sweep_overrides(overrides), multirun=True)
     return 0

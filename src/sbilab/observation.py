@@ -93,12 +93,15 @@ def make_observation(simulator: Simulator, summary: Callable[[Tensor], Tensor], 
         trace = torch.from_numpy(recording.voltage_mV)[None]
         source = "cell" if settings.cell is not None else "file"
         obs = Observation(x=summary(trace)[0].float(), raw=trace[0], source=source, recording=recording)
-    context = simulator.observation_context()
-    if context is not None and obs.source != "x":  # what simulate_summaries appends to every simulation's
-        obs = replace(obs, x=torch.cat([obs.x.reshape(-1), context]))
+    context = simulator.observation_context()  # what simulate_summaries appends to every simulation's
+    if context is not None and (obs.source != "x" or obs.x.numel() == x_dim - context.numel()):
+        obs = replace(obs, x=torch.cat([obs.x.reshape(-1), context]))  # a given x: the statistics alone too
     if obs.x.numel() != x_dim:
+        with_context = f" (with the simulator's {context.numel()} context values: {x_dim - context.numel()} " \
+                       "alone get them appended)" if context is not None else ""
         raise ObservationError(
             f"observation.{obs.source} gives {obs.x.numel()} summary values but the summary produces {x_dim}"
+            f"{with_context}"
         )
     if not torch.isfinite(obs.x).all():
         raise ObservationError(f"observation.{obs.source} summarises to non-finite values: {obs.x.tolist()}")

@@ -81,7 +81,7 @@ def cells_and_report(specs: "Sequence[RunSpec]") -> int:
     describe(result, specs[0].tracking.uri)
     passed = sum(cell.gates == "pass" for cell in result.cells)
     print(f"sbilab: run {result.run_id} FINISHED (experiment {result.experiment_id}): one network, "
-          f"{len(result.cells)} cells, gates pass on {passed}; trained in {result.train_seconds:.0f} s, "
+          f"{len(result.cells)} cells, gates pass on {passed}; simulated and trained in {result.train_seconds:.0f} s, "
           f"{result.total_seconds:.0f} s in all")
     link = ui_hint(specs[0].tracking.uri, result.experiment_id, result.run_id)
     print(f"sbilab: open it with `{ui_command()}`, then {link}")

@@ -53,6 +53,8 @@ CASES = [
     (["trainer.ensemble_size=0"], "trainer.ensemble_size"),
     (["method=snpe", "trainer.ensemble_size=3"], "trainer.ensemble_size"),  # sequential: one network per round
     (["method=tsnpe", "method.quantile=0.9"], "method.quantile"),  # the mass left outside the truncated region
+    (["method=tsnpe", "method.nesting_correction=maybe"], "method.nesting_correction"),
+    (["recipe=auto", "recipe.lr_decay=cosine"], ("recipe.lr_decay", "plateau, none")),
     (["method=nle"], "estimator.z_score_theta"),  # the default estimator learns θ unconstrained: NPE only
     # a preset's key for the method it chose, with that method swapped for one without the key
     (["experiment=allen_cell", "method=npe"], ("method.num_rounds", "method=npe", "~method.num_rounds")),

@@ -129,7 +129,7 @@ def test_sequential_npe_trains_rounds_and_samples():
     assert samples.shape == (10, 2) and torch.isfinite(samples).all()
 
 
-def _truncated_rounds(seed: int):
+def _truncated_rounds(seed: int, **options):
     prior = _prior()
     drawn = []
 
@@ -138,7 +138,7 @@ def _truncated_rounds(seed: int):
         drawn.append((type(proposal).__name__, proposal, th))
         return th, th + 0.3 * torch.randn_like(th)
 
-    method = TSNPE(num_rounds=3, quantile=1e-3, num_samples_to_estimate_support=5000)
+    method = TSNPE(num_rounds=3, quantile=1e-3, num_samples_to_estimate_support=5000, **options)
     trainer = TrainerSettings(**{**TRAINER, "max_epochs": 15, "stop_after_epochs": 15})
     torch.manual_seed(seed)
     result, rounds = train_sequential(method, MAF, simulate_round, X_O, prior, trainer, seed=seed,
@@ -169,6 +169,17 @@ def test_truncated_npe_draws_each_later_round_inside_the_last_posteriors_region(
     assert [m["round/region_prior_mass"] for m in again[1:]] == masses
     for (_, _, first), (_, _, second) in zip(drawn, drawn_again):
         torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_truncated_rounds_with_the_nesting_correction_weight_their_loss_and_record_how_far_the_regions_nest():
+    assert TSNPE().nesting_correction is False  # off by default: sbi's TSNPE
+    _, _, rounds, drawn = _truncated_rounds(seed=4, nesting_correction=True)
+    assert "round/max_loss_weight" not in rounds[0]  # prior draws only
+    # one region inside the prior: nested, every weight 1, the same round as without the correction
+    assert rounds[1]["round/max_loss_weight"] == 1.0 and rounds[1]["round/outside_earlier_regions"] == 0.0
+    assert rounds[2]["round/max_loss_weight"] >= 1.0
+    in_both = drawn[1][1].contains(drawn[2][2])  # round 2's draws (in the last region) also in round 1's region
+    assert rounds[2]["round/outside_earlier_regions"] == pytest.approx(float((~in_both).float().mean()), abs=0.05)
 
 
 class _GaussianAtObservation:

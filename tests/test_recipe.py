@@ -36,6 +36,8 @@ def test_training_is_sized_by_the_budget_with_no_epoch_cap():
     assert small.validation_fraction == 0.25 and sbibm.validation_fraction == 0.1  # >= 256 held-out pairs
     assert sbibm.learning_rate == pytest.approx(5e-4 * math.sqrt(256 / 200))
     assert all(s.max_epochs == -1 and s.lr_decay.schedule == "plateau" for s in (small, sbibm, large))
+    constant = recipe_settings(TrainerSettings(), 10_000, RecipeSettings(candidates=SMALL, lr_decay="none"))
+    assert constant.lr_decay is None and constant.batch_size == sbibm.batch_size  # sbi's constant rate
 
 
 def candidate(name: str, log_prob: list[float]) -> Candidate:

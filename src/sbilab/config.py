@@ -135,6 +135,8 @@ class RecipeSettings:
     time_budget_s: float = setting(600.0, "a number > 0 (seconds)", lambda v: v > 0)
     #: simulations per training pair in a batch: batch size = N / batches_per_epoch, as a power of 2 in [32, 512]
     batches_per_epoch: int = setting(50, INT_GE_1, at_least(1))
+    #: ``plateau``: halve the learning rate after 5 epochs without a better held-out loss; ``none``: sbi's constant rate
+    lr_decay: str = setting("plateau", "one of plateau, none", lambda v: v in ("plateau", "none"))
     #: the run's simulator options that keep the composed estimator and trainer under ``when_unnamed``
     tuned_simulators: list[str] = setting(["hodgkin_huxley", "hodgkin_huxley_8p"], "a list of simulator options")
     #: why ``when_unnamed`` decided as it did (set by the command that composed the config)

@@ -130,15 +130,20 @@ class TSNPE(SNPE):
     the atomic loss's correction (and without its leakage). The region is sbi's density
     thresholder on ``num_samples_to_estimate_support`` posterior draws (:class:`TruncatedPrior`).
     Calibration then holds on the region, not on the whole prior: the run's test set is drawn
-    from the last round's region.
+    from the last round's region. That argument needs the last region inside every earlier one;
+    ``nesting_correction`` weights the loss so that it need not be (:mod:`sbilab.training.truncation`).
     """
 
     name = "tsnpe"
     truncates = True
 
     def __init__(self, num_rounds: int = 4, quantile: float = 1e-4, num_samples_to_estimate_support: int = 100_000,
-                 sample_with: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None) -> None:
+                 sample_with: Optional[str] = None, sampling: Optional[Mapping[str, Any]] = None,
+                 nesting_correction: bool = False) -> None:
         super().__init__(num_rounds=num_rounds, sample_with=sample_with, sampling=sampling)
+        if not isinstance(nesting_correction, bool):
+            raise ConfigError(f"method.nesting_correction={nesting_correction!r} is invalid: expected true or false")
+        self.nesting_correction = nesting_correction
         if not isinstance(quantile, (int, float)) or isinstance(quantile, bool) or not 0 < quantile < 0.5:
             raise ConfigError(f"method.quantile={quantile!r} is invalid: expected a number in (0, 0.5), "
                               "the posterior mass left outside the region (Deistler et al.: 1e-4)")

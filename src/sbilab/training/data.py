@@ -11,7 +11,7 @@ global-generator calls) but gather each batch with one tensor index instead of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -40,9 +40,11 @@ def split_indices(num: int, validation_fraction: float) -> Split:
     return Split(train=permutation[:num_train], val=permutation[num_train:])
 
 
-def make_loaders(theta: Tensor, x: Tensor, split: Split, batch_size: int) -> tuple[DataLoader, DataLoader]:
-    """Training and validation loaders over (θ, x) with sbi's batch sizes and samplers."""
-    dataset = TensorDataset(theta, x)
+def make_loaders(theta: Tensor, x: Tensor, split: Split, batch_size: int,
+                 weights: Optional[Tensor] = None) -> tuple[DataLoader, DataLoader]:
+    """Training and validation loaders over (θ, x) with sbi's batch sizes and samplers; batches of
+    (θ, x, weight) where the rows carry loss weights (a truncated sequential round's)."""
+    dataset = TensorDataset(theta, x) if weights is None else TensorDataset(theta, x, weights)
     return batch_loader(dataset, split.train, batch_size), batch_loader(dataset, split.val, batch_size)
 
 

@@ -58,6 +58,7 @@ def train_estimator(
     estimator: Optional[nn.Module] = None,
     prior: Optional[Distribution] = None,
     split_seed: Optional[int] = None,
+    weights: Optional[Tensor] = None,
 ) -> TrainingResult:
     """Split, build the network on the training split, and fit it with Lightning.
 
@@ -73,6 +74,7 @@ def train_estimator(
     ``prior``: handed to the network builder (``z_score_theta=transform_to_unconstrained`` needs its support).
     ``split_seed``: draw the train/validation split from this seed instead, then seed with ``seed``: networks
     that differ in initialisation and batch order but share one validation set (``recipe=auto`` compares them).
+    ``weights``: a loss weight per row [N] (training and validation losses alike; ``None``: all 1).
     """
     started = time.perf_counter()
     if split_seed is not None:
@@ -89,7 +91,7 @@ def train_estimator(
     # training mode from the start (a network trained before was left in eval mode; sbi's shared default
     # nn.Identity embedding may be in eval mode from another network): no effect on sbi's layers' outputs
     estimator.train()
-    train_loader, val_loader = make_loaders(theta, x, split, settings.batch_size)
+    train_loader, val_loader = make_loaders(theta, x, split, settings.batch_size, weights)
     module = EstimatorModule(estimator, method, settings.learning_rate, settings.lr_decay)
     patience = settings.stop_after_epochs
     early_stopping = EarlyStopping(

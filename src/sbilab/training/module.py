@@ -55,12 +55,12 @@ class EstimatorModule(L.LightningModule):
         self.estimator.train()
 
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
-        losses = self.method.loss(self.estimator, batch[0], batch[1])
+        losses = weighted(self.method.loss(self.estimator, batch[0], batch[1]), batch)
         self._accumulate("train", losses)
         return losses.mean()
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        self._accumulate("val", self.method.validation_loss(self.estimator, batch[0], batch[1]))
+        self._accumulate("val", weighted(self.method.validation_loss(self.estimator, batch[0], batch[1]), batch))
 
     def close_epoch(self) -> None:
         """Record the epoch's mean losses and keep the weights if validation improved.
@@ -88,6 +88,11 @@ class EstimatorModule(L.LightningModule):
         if not self.lr_decay:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": lr_scheduler(optimizer, self.lr_decay, self.trainer.max_epochs)}
+
+
+def weighted(losses: Tensor, batch: Sequence[Tensor]) -> Tensor:
+    """Per-sample losses times the batch's loss weights, where it carries them (third element)."""
+    return losses * batch[2] if len(batch) > 2 else losses
 
 
 class EpochEnd(Callback):

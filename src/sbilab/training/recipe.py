@@ -7,7 +7,7 @@ instead
 - sizes the training by the budget N: batch ``N / batches_per_epoch`` as a power of two in
   [32, 512], learning rate 5e-4 scaled by √(batch/200) (sbi's 5e-4 at sbi's batch 200), a
   validation split of at least 256 pairs, and no epoch cap: early stopping on the held-out loss
-  (patience 20) with the learning rate halved on plateaus;
+  (patience 20) with the learning rate halved on plateaus (``recipe.lr_decay=none``: sbi's constant rate);
 - trains each candidate estimator (``recipe.candidates``) on one shared train/validation split,
   so their held-out losses -log q(θ|x) are comparable, then ``extra_seeds`` more networks of the
   best one (other initialisation and batch order);
@@ -47,7 +47,9 @@ def recipe_settings(base: TrainerSettings, num_simulations: int, recipe: RecipeS
     validation_fraction = min(0.25, max(0.1, MIN_VALIDATION_PAIRS / max(1, num_simulations)))
     return replace(base, batch_size=batch, learning_rate=5e-4 * math.sqrt(batch / 200),
                    validation_fraction=round(validation_fraction, 4), stop_after_epochs=20, clip_max_norm=5.0,
-                   max_epochs=-1, lr_decay=LrDecay(schedule="plateau", factor=0.5, patience=5, min_lr=1e-6),
+                   max_epochs=-1,
+                   lr_decay=LrDecay(schedule="plateau", factor=0.5, patience=5, min_lr=1e-6)
+                   if recipe.lr_decay == "plateau" else None,
                    weight_averaging=None, ensemble_size=1)
 
 
@@ -116,7 +118,8 @@ class RecipeChoice:
         return {
             "settings": {"batch_size": s.batch_size, "learning_rate": round(s.learning_rate, 6),
                          "validation_fraction": s.validation_fraction, "stop_after_epochs": s.stop_after_epochs,
-                         "max_epochs": s.max_epochs, "lr_decay": "plateau (factor 0.5, patience 5)"},
+                         "max_epochs": s.max_epochs,
+                         "lr_decay": "plateau (factor 0.5, patience 5)" if s.lr_decay else "none (constant rate)"},
             "candidates": [c.row() for c in self.candidates],
             "chosen": [self.candidates[i].name for i in self.chosen],
             "mixture_heldout_loss": round(self.mixture_loss, 5),

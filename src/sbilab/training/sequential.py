@@ -14,6 +14,9 @@ then ``train()`` per round, defaults ``retrain_from_scratch=False``,
 
 Each round seeds the global generator with :func:`sbilab.rng.round_seed` before its split,
 so a run is reproducible and the test can replay the same stream through sbi's own trainer.
+
+A truncating method that corrects for regions that are not nested (TSNPE's ``nesting_correction``)
+trains each later round with the loss weights of :mod:`sbilab.training.truncation`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sbilab.config import TrainerSettings
 from sbilab.methods import SNPE
 from sbilab.rng import round_seed
 from sbilab.training.fit import TrainingResult, train_estimator
+from sbilab.training.truncation import nesting_weights
 
 #: (proposal, round, number of simulations) → (θ [n, D], x [n, d]); round 0's proposal is the prior,
 #: later ones the method's ``next_proposal`` (``proposal.sample((n,))`` works for all)
@@ -64,7 +68,9 @@ def train_sequential(
     ``round/train_s``, ``round/epochs``, ``round/val_loss_best`` (round 0: −log q; later
     SNPE rounds: the atomic loss, so the values of different rounds do not compare; TSNPE:
     −log q throughout); rounds > 0 also ``round/proposal_s`` (building their proposal) and the
-    method's ``proposal_metrics`` (TSNPE: ``round/region_prior_mass``).
+    method's ``proposal_metrics`` (TSNPE: ``round/region_prior_mass``); with the nesting correction
+    also ``round/outside_earlier_regions`` (the share of the last region's simulations that some earlier
+    region left out) and ``round/max_loss_weight``.
     """
     sizes = method.round_sizes(int(num_simulations))
     x_o = torch.as_tensor(x_o, dtype=torch.float32).reshape(1, -1)
@@ -72,6 +78,7 @@ def train_sequential(
     xs: list[Tensor] = []
     proposal: Any = prior
     proposal_metrics: dict[str, float] = {}  # what building this round's proposal measured
+    regions: list[Any] = []  # the truncated proposals of rounds 1, 2, ... (weighted rounds only)
     estimator = None
     result: Optional[TrainingResult] = None
     per_round: list[dict[str, float]] = []
@@ -88,10 +95,11 @@ def train_sequential(
 
         round_method = method.at_round(round_, prior)
         callbacks = list(callbacks_for_round(round_)) if callbacks_for_round is not None else []
+        weights, weight_metrics = _round_weights(regions, thetas, round_seed(seed, round_))
         result = train_estimator(
             round_method, estimator_cfg, torch.cat(thetas), torch.cat(xs), settings, round_seed(seed, round_),
             callbacks=callbacks, embedding_net=embedding_net if estimator is None else None, estimator=estimator,
-            prior=prior,
+            prior=prior, weights=weights,
         )
         estimator = result.estimator
         total_seconds += simulate_s + result.seconds
@@ -103,6 +111,7 @@ def train_sequential(
             "round/epochs": float(result.epochs),
             "round/val_loss_best": result.best_val_loss,
             **proposal_metrics,
+            **weight_metrics,
         }
         per_round.append(metrics)
         if on_round_end is not None:
@@ -112,6 +121,8 @@ def train_sequential(
             proposal = method.next_proposal(method.build_posterior(deepcopy(estimator), prior), x_o, prior,
                                             round_seed(seed, round_ + 1))
             proposal_metrics = {**method.proposal_metrics(proposal), "round/proposal_s": time.perf_counter() - started}
+            if getattr(method, "nesting_correction", False):
+                regions.append(proposal)
             total_seconds += proposal_metrics["round/proposal_s"]
 
     assert result is not None
@@ -120,3 +131,28 @@ def train_sequential(
     result.extra["num_simulations"] = int(sum(t.shape[0] for t in thetas))
     result.extra["last_proposal"] = proposal  # the prior after one round
     return result, per_round
+
+
+def _round_weights(regions: Sequence[Any], thetas: Sequence[Tensor], seed: int
+                   ) -> tuple[Optional[Tensor], dict[str, float]]:
+    """The loss weights of a round after truncated ones (``None`` before any), and what they measured.
+
+    ``regions[k]`` produced ``thetas[k + 1]`` (``thetas[0]``: the prior's). Membership asks each
+    region's thresholder, whose sbi posterior estimates its leakage by sampling: seeded here, so the
+    round's own stream stays the same.
+    """
+    if not regions:
+        return None, {}
+    theta = torch.cat(list(thetas))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            inside = [torch.ones(theta.shape[0], dtype=torch.bool)] + [region.contains(theta) for region in regions]
+    membership = torch.stack(inside, dim=1)
+    weights = nesting_weights(membership, [t.shape[0] for t in thetas])
+    last = membership[:, -1]
+    metrics = {
+        "round/outside_earlier_regions": float((~membership[last].all(dim=1)).float().mean()) if last.any() else 0.0,
+        "round/max_loss_weight": float(weights.max() / weights.min()),
+    }
+    return weights, metrics

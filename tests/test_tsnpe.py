@@ -45,6 +45,8 @@ def test_tsnpe_records_its_rounds_calibrates_on_the_region_and_reruns_from_the_c
     assert {"round_0/val/loss", "round_1/val/loss", "val/loss"} <= set(metrics)  # each round's curve
     # calibration on the last round's region (the test set comes from it), gates evaluated
     assert metrics["diagnostics/region_prior_mass"] == masses[-1][1]
+    # how much of the final posterior at x_o the last region left out (built to leave out 1e-4 of the one before)
+    assert 0.0 <= metrics["diagnostics/posterior_mass_outside_region"] < 0.5
     assert metrics["diagnostics/num_test_points"] + metrics["diagnostics/dropped_test_points"] == 40
     assert {"coverage/error", "tarp/atc", "c2st", "ppc/distance"} <= set(metrics)
     assert record.data.tags["sbilab.gates"] in ("pass", "fail")

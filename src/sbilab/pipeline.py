@@ -235,6 +235,11 @@ def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis, r
     if region is not None:
         diagnosis.on_region = True
         diagnosis.metrics["diagnostics/region_prior_mass"] = region.prior_mass
+        # the region was built to leave out method.quantile of the last-but-one posterior; far more of the
+        # final posterior outside it means the region cut the posterior the last round was trained for
+        with seeded(spec.seeds.observation_samples):  # the region's density estimates its leakage by sampling
+            outside = ~region.contains(samples.reshape(-1, samples.shape[-1]))
+        diagnosis.metrics["diagnostics/posterior_mass_outside_region"] = float(outside.float().mean())
     diagnosis.metrics.update(test.metrics("test_"))
     diagnosis.metrics.update(diagnosis.calibration.metrics)
     diagnosis.metrics.update({f"time/diagnose/{step}_s": seconds  # what each statistic costs

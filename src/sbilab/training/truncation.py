@@ -19,7 +19,7 @@ simulations lie outside an earlier region, weights reach 1.9; the correction did
 failures on that region (docs/recordings.md), so ``method.nesting_correction`` is off by default.
 
 The masses Z_k come from the simulations themselves, by the self-consistent estimator for samples from
-several truncations of one density (Vardi 1985; WHAM/MBAR with 0/1 bias factors): exact for any
+several truncations of one density (Vardi 1985; WHAM/MBAR with 0/1 bias factors): consistent for any
 overlap, and defined where the region is too small for prior draws to hit it often.
 """
 

@@ -19,11 +19,13 @@ from sbi.neural_nets import classifier_nn, posterior_nn
 from sbi.utils import BoxUniform
 
 from sbilab.config import TrainerSettings
+from sbilab.ensemble import ensemble_posterior
 from sbilab.errors import ConfigError
 from sbilab.methods import FMPE, METHODS, NLE, NPE, NPSE, NRE, SNPE, TSNPE, atomic_npe_loss, methods_for_estimator
 from sbilab.posterior_io import posterior_spec, rebuild_posterior
 from sbilab.rng import round_seed
-from sbilab.training import train_estimator, train_sequential
+from sbilab.simulation import Dataset
+from sbilab.training import SequentialTraining, SilentObserver, TrainingProblem, train_estimator, train_sequential
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = {"batch_size": 50, "learning_rate": 1e-3, "validation_fraction": 0.1, "stop_after_epochs": 3,
@@ -180,6 +182,46 @@ def test_truncated_rounds_with_the_nesting_correction_weight_their_loss_and_reco
     assert rounds[2]["round/max_loss_weight"] >= 1.0
     in_both = drawn[1][1].contains(drawn[2][2])  # round 2's draws (in the last region) also in round 1's region
     assert rounds[2]["round/outside_earlier_regions"] == pytest.approx(float((~in_both).float().mean()), abs=0.05)
+
+
+def _truncated_fit(ensemble_size: int, seed: int = 4):
+    """TSNPE through the sequential strategy (what a run calls), ``ensemble_size`` networks in the last round."""
+    prior = _prior()
+    drawn = []
+
+    def simulate(proposal, round_, num):
+        th = (prior if proposal is None else proposal).sample((num,))
+        drawn.append(th)
+        return Dataset(th, th + 0.3 * torch.randn_like(th), num, 0, 0.0, 1, 0, f"round-{round_}")
+
+    method = TSNPE(num_rounds=2, quantile=1e-3, num_samples_to_estimate_support=5000)
+    trainer = TrainerSettings(**{**TRAINER, "max_epochs": 10, "stop_after_epochs": 10, "ensemble_size": ensemble_size})
+    problem = TrainingProblem(method, MAF, prior, trainer, seed, 800, X_O)
+    torch.manual_seed(seed)
+    return SequentialTraining().fit(problem, simulate, SilentObserver()), drawn
+
+
+def test_a_truncated_runs_ensemble_adds_fresh_networks_trained_on_every_rounds_simulations():
+    single, drawn_single = _truncated_fit(1)
+    fitted, drawn = _truncated_fit(2)
+    assert len(single.networks.members) == 1 and len(fitted.networks.members) == 2
+    # member 0 is the single-network run's last round, bit for bit; the rounds and the region are unchanged
+    for a, b in zip(drawn_single, drawn):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for (name, a), b in zip(single.networks.first.estimator.state_dict().items(),
+                            fitted.networks.first.estimator.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert fitted.region.prior_mass == single.region.prior_mass
+    # member 1 is a fresh network on both rounds' 800 simulations (its own split: 720 train, 80 validation)
+    member = fitted.networks.members[1]
+    assert member.estimator is not fitted.networks.first.estimator and member.epochs >= 1
+    split = member.extra["split"]
+    assert len(split.train) + len(split.val) == 800 and len(split.val) == 80
+    assert fitted.networks.metrics()["ensemble/size"] == 2
+    # the posterior is the members' mixture; its draws at x_o sit in the region it was calibrated on
+    posterior = ensemble_posterior([TSNPE().build_posterior(e, _prior()) for e in fitted.networks.estimators])
+    samples = posterior.sample((400,), x=X_O, show_progress_bars=False)
+    assert fitted.region.contains(samples).float().mean() > 0.95
 
 
 class _GaussianAtObservation:

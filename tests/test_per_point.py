@@ -11,7 +11,7 @@ from sbi.inference import NLE
 from sbi.utils import BoxUniform
 
 from sbilab.diagnostics.draws import draw_test_set
-from sbilab.diagnostics.gates import GateCheck, GateReport, explain_failures, margin
+from sbilab.diagnostics.gates import GateCheck, GateReport, InUse, explain_failures, margin
 from sbilab.diagnostics.per_point import PILOT_POINTS, is_amortised, points_for_budget
 from sbilab.diagnostics.settings import SamplerBudgetSettings
 
@@ -96,6 +96,16 @@ def test_failed_gates_are_named_worst_first_with_rule_and_margin():
     sbc = GateReport(checks=[GateCheck("sbc/ks_pvalue/a", 0.001, 0.01, ">=", False)])
     assert "miscalibrated over the prior:" in explain_failures(sbc)[-1]
     assert "miscalibrated over the truncated region" in explain_failures(sbc, domain="the truncated region")[-1]
+
+
+def test_the_advice_leaves_out_what_the_run_already_does():
+    sbc = GateReport(checks=[GateCheck("sbc/ks_pvalue/a", 0.001, 0.01, ">=", False)])
+    fresh = explain_failures(sbc, in_use=InUse("maf", 1, False))[-1]
+    assert all(s in fresh for s in ("estimator=nsf", "trainer.ensemble_size=5", "trainer=default"))
+    # an NSF ensemble of five that already stops on its validation loss: none of those three again
+    done = explain_failures(sbc, in_use=InUse("nsf", 5, True))[-1]
+    assert not any(s in done for s in ("estimator=nsf", "trainer.ensemble_size", "trainer=default")), done
+    assert "simulation.num_simulations" in done and "estimator.hidden_features" in done
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from sbilab import tracking
 from sbilab.diagnostics import DiagnosticsInputs, DiagnosticsResult, DiagnosticsSeeds, compute_diagnostics
-from sbilab.diagnostics.gates import explain_failures
+from sbilab.diagnostics.gates import InUse, explain_failures
 from sbilab.diagnostics.predictive_distance import StandardizedDistanceResult, standardized_distance
 from sbilab.diagnostics.sampling import posterior_log_prob_batched
 from sbilab.ensemble import ensemble_members, ensemble_posterior
@@ -76,6 +76,7 @@ class Diagnosis:
     calibration: Optional[DiagnosticsResult] = None
     predictive_distance: Optional[StandardizedDistanceResult] = None
     on_region: bool = False  # calibrated on a truncated region of the prior (TSNPE), not the whole prior
+    in_use: InUse = field(default_factory=InUse)  # what the run already does (left out of the advice)
 
     @property
     def verdict(self) -> Optional[str]:
@@ -91,7 +92,7 @@ class Diagnosis:
         if self.calibration is None:
             return []
         domain = "the truncated region its last round simulated from" if self.on_region else "the prior"
-        return [*explain_failures(self.calibration.gates, domain=domain), *self.calibration.cuts]
+        return [*explain_failures(self.calibration.gates, domain=domain, in_use=self.in_use), *self.calibration.cuts]
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -212,7 +213,9 @@ def diagnose(spec: RunSpec, posterior: Any, region: Optional[Any] = None, sample
             samples = posterior.sample((spec.diagnostics.num_observation_samples,), x=observation.x,
                                        show_progress_bars=False)
     diagnosis = Diagnosis(samples=samples, metrics=observation_metrics(posterior, samples, spec),
-                          predictive_traces=simulate_predictive_traces(spec, samples))
+                          predictive_traces=simulate_predictive_traces(spec, samples),
+                          in_use=InUse(spec.choices["estimator"], spec.trainer.ensemble_size,
+                                       spec.trainer.max_epochs == -1))
     if spec.diagnostics.enabled:
         with PeakMemory() as memory:
             calibrate_and_measure(spec, posterior, diagnosis, region)

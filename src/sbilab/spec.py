@@ -204,10 +204,11 @@ def build_parts(part_configs: Mapping[str, Mapping[str, Any]], settings_seed: in
     method.check_estimator(part_configs["estimator"])
     method.check_parameters(names)
     method.check_summary(summary)  # a learned summary (embedding_net) needs a method that conditions on x
-    if ensemble_size > 1 and not method.amortised:
+    if ensemble_size > 1 and not (method.amortised or method.truncates):
         raise ConfigError(f"trainer.ensemble_size={ensemble_size} is not available for "
-                          f"method={method.name!r}, which trains one network round by round; allowed: 1 "
-                          "(ensembles: an amortised method, e.g. method=npe)")
+                          f"method={method.name!r}, which trains one network round by round with a loss that "
+                          "needs its proposals; allowed: 1 (ensembles: an amortised method, e.g. method=npe, "
+                          "or method=tsnpe, whose last round trains the further members)")
     pilot_theta = sample_prior(prior, 1, RunSeeds(settings_seed).pilot)
     x_dim = int(simulator.simulate_summaries(pilot_theta, per_index_seeds(0, 0, 1), summary).reshape(1, -1).shape[1])
     return Parts(simulator, prior, summary, method, names, x_dim)

@@ -294,16 +294,35 @@ def coverage_noise_floor(num_test_points: int, confidence: float = 0.99) -> floa
     return float(kstwo.ppf(confidence, max(int(num_test_points), 1)))
 
 
-#: what usually helps, by the kind of gate that failed (the first kind among the worst failures speaks)
-ADVICE = {
-    "c2st": "the posterior is far from the reference: more simulations (simulation.num_simulations=...), "
-            "another estimator (estimator=nsf) or a training that stops on the validation loss (trainer=default)",
-    "lc2st": "the posterior is off at this observation: more simulations near it (simulation.num_simulations=...), "
-             "a posterior ensemble (trainer.ensemble_size=5) or another estimator (estimator=nsf)",
-    "calibration": "the posterior is miscalibrated over {domain}: more simulations (simulation.num_simulations=...), "
-                   "a posterior ensemble (trainer.ensemble_size=5, wider where members disagree), another estimator "
-                   "(estimator=nsf) or trainer=default (stops on the validation loss)",
+@dataclass(frozen=True)
+class InUse:
+    """What a run already uses, so that the advice after failed gates does not suggest it again."""
+
+    estimator: str = ""  # the estimator's name (``sbilab.estimator``)
+    ensemble_size: int = 1
+    stops_on_validation: bool = False  # trains until its held-out loss stops falling (no epoch cap)
+
+
+#: what the posterior got wrong, by the kind of gate that failed (the first kind among the worst failures speaks)
+SYMPTOM = {
+    "c2st": "the posterior is far from the reference",
+    "lc2st": "the posterior is off at this observation",
+    "calibration": "the posterior is miscalibrated over {domain}",
 }
+
+
+def remedies(kind: str, in_use: InUse) -> list[str]:
+    """What usually helps a failed gate of ``kind``, leaving out what the run already does."""
+    more = ("more simulations near it (simulation.num_simulations=...)" if kind == "lc2st"
+            else "more simulations (simulation.num_simulations=...)")
+    found = [more]
+    if kind != "c2st" and in_use.ensemble_size < 5:
+        found.append("a posterior ensemble (trainer.ensemble_size=5, wider where members disagree)")
+    found.append("a wider network (estimator.hidden_features=100)" if in_use.estimator == "nsf"
+                 else "another estimator (estimator=nsf)")
+    if kind != "lc2st" and not in_use.stops_on_validation:
+        found.append("a training that stops on the validation loss (trainer=default)")
+    return found
 
 
 def margin(check: GateCheck) -> float:
@@ -326,10 +345,12 @@ def worst_failures(report: GateReport, limit: int = 3) -> list[GateCheck]:
     return sorted(report.failed, key=margin, reverse=True)[:limit]
 
 
-def explain_failures(report: GateReport, limit: int = 3, domain: str = "the prior") -> list[str]:
+def explain_failures(report: GateReport, limit: int = 3, domain: str = "the prior",
+                     in_use: InUse = InUse()) -> list[str]:
     """Lines for the terminal: the worst failed gates (value, rule, margin), then what usually helps.
 
-    ``domain``: where the test set was drawn (a truncated sequential run is calibrated on its region)."""
+    ``domain``: where the test set was drawn (a truncated sequential run is calibrated on its region).
+    ``in_use``: what the run already does (left out of the advice)."""
     failed = worst_failures(report, limit)
     if not failed:
         return []
@@ -338,8 +359,9 @@ def explain_failures(report: GateReport, limit: int = 3, domain: str = "the prio
         beyond = "value is NaN" if not math.isfinite(check.value) else f"{margin(check):.0%} beyond"
         lines.append(f"  {check.name} = {check.value:.3g} ({rule_text(check)}; {beyond})")
     kind = failed[0].name.split("/")[0]
-    advice = ADVICE.get(kind, ADVICE["calibration"]).format(domain=domain)
-    lines.append("what usually helps: " + advice)
+    kind = kind if kind in SYMPTOM else "calibration"
+    found = remedies(kind, in_use)
+    lines.append(f"what usually helps: {SYMPTOM[kind].format(domain=domain)}: {', '.join(found[:-1])} or {found[-1]}")
     if report.level:
         lines.append(f"the verdict's level: {report.level}")
     return lines

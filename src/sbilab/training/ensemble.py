@@ -8,7 +8,7 @@ mixed by :mod:`sbilab.ensemble`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
@@ -81,8 +81,27 @@ def train_ensemble(
     Members differ in initialisation, validation split and batch order only; member 0
     is bit for bit the network of a single-network run with the same seed.
     """
-    return EnsembleTraining([
-        train_estimator(method, estimator_cfg, theta, x, settings, member_seed(seed, k),
-                        callbacks_for_member(k), embedding_net=embedding_net, prior=prior)
-        for k in range(settings.ensemble_size)
-    ])
+    return EnsembleTraining(train_members(method, estimator_cfg, theta, x, settings, seed,
+                                          range(settings.ensemble_size), callbacks_for_member,
+                                          embedding_net=embedding_net, prior=prior))
+
+
+def train_members(
+    method: Method,
+    estimator_cfg: Mapping[str, Any],
+    theta: Tensor,
+    x: Tensor,
+    settings: TrainerSettings,
+    seed: int,
+    members: Iterable[int],
+    callbacks_for_member: Callable[[int], Sequence[Callback]] = lambda member: (),
+    *,
+    embedding_net: Optional[Callable[[], nn.Module]] = None,
+    prior: Optional[Distribution] = None,
+    weights: Optional[Tensor] = None,
+) -> list[TrainingResult]:
+    """Train the ensemble members numbered ``members``, each a fresh network from :func:`member_seed`
+    (``weights``: per-pair loss weights, as the training set's round had them)."""
+    return [train_estimator(method, estimator_cfg, theta, x, settings, member_seed(seed, k), callbacks_for_member(k),
+                            embedding_net=embedding_net, prior=prior, weights=weights)
+            for k in members]

@@ -127,6 +127,8 @@ def train_sequential(
 
     assert result is not None
     result.extra["rounds"] = per_round
+    # what the last round trained on, so an ensemble's further members can train on the same (TSNPE)
+    result.extra["last_round_data"] = (torch.cat(thetas), torch.cat(xs), weights, round_method)
     result.extra["total_seconds"] = total_seconds
     result.extra["num_simulations"] = int(sum(t.shape[0] for t in thetas))
     result.extra["last_proposal"] = proposal  # the prior after one round

@@ -17,8 +17,9 @@ from torch.distributions import Distribution
 
 from sbilab.config import RecipeSettings, TrainerSettings
 from sbilab.methods import Method
+from sbilab.rng import round_seed
 from sbilab.simulation import Dataset
-from sbilab.training.ensemble import EnsembleTraining, member_prefix, train_ensemble
+from sbilab.training.ensemble import EnsembleTraining, member_prefix, train_ensemble, train_members
 from sbilab.training.recipe import fit_recipe
 from sbilab.training.sequential import train_sequential
 
@@ -112,7 +113,13 @@ class RecipeTraining:
 
 
 class SequentialTraining:
-    """Rounds at x_o: round 0 from the prior, each later round from the last posterior (one network)."""
+    """Rounds at x_o: round 0 from the prior, each later round from the last posterior (one network).
+
+    With ``trainer.ensemble_size`` K > 1 (truncating methods only) the last round's network is member 0,
+    and K − 1 further networks train from scratch on every round's simulations with the same loss and
+    weights (:func:`sbilab.training.ensemble.train_members`). That is allowed where the loss needs no
+    proposal (TSNPE's NPE loss); the posterior is the members' mixture, on the last region as before.
+    """
 
     def fit(self, problem: TrainingProblem, simulate: SimulateFn, observer: TrainingObserver) -> Fitted:
         prior_data: list[Dataset] = []
@@ -132,7 +139,12 @@ class SequentialTraining:
             on_round_end=observer.round_finished, embedding_net=problem.embedding_net,
         )
         region = result.extra["last_proposal"] if problem.method.truncates and last > 0 else None
-        return Fitted(EnsembleTraining([result]), prior_data[0], rounds, region)
+        theta, x, weights, last_method = result.extra["last_round_data"]
+        further = train_members(last_method, problem.estimator, theta, x, problem.settings,
+                                round_seed(problem.seed, last), range(1, problem.settings.ensemble_size),
+                                lambda k: observer.epoch_callbacks(member_prefix(k)),
+                                embedding_net=problem.embedding_net, prior=problem.prior, weights=weights)
+        return Fitted(EnsembleTraining([result, *further]), prior_data[0], rounds, region)
 
 
 def strategy_for(method: Method, recipe: Optional[RecipeSettings] = None) -> \

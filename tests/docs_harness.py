@@ -57,6 +57,10 @@ TINY_BENCHMARK = ("simulation.num_simulations=300 trainer.max_epochs=2 trainer.e
                   "method.sampling.mcmc.warmup_steps=20")
 #: make hpo: two trials of the tiny run
 TINY_HPO = f"hpo.n_trials=2 {TINY_RUN}"
+#: added where a command runs TSNPE (the allen_cell preset, method=tsnpe): 3 rounds, and 10,000 posterior draws
+#: to place each region (enough for a quantile down to 1e-4) instead of 100,000: at 300 simulations the
+#: regions' draws, not the training, took 60 of a run's 88 s (3 truncated rounds still nest, sample and cache)
+TINY_TSNPE = "method.num_rounds=3 method.num_samples_to_estimate_support=10000"
 
 
 @dataclass(frozen=True)
@@ -200,14 +204,25 @@ def fill_placeholders(command: str, workspace: Workspace) -> str:
     return re.sub(r"\s\[--[a-z-]+ [A-Z]+\]", "", command)  # an optional argument shown as [--option VALUE]
 
 
-def _extra_for(target: str) -> list[str]:
+#: the make targets and scripts that train (they take the tiny run's budget and Hydra's output folders)
+TRAINING = ("train", "sweep", "simulate", "cells", "train.py", "simulate.py", "train_cells.py")
+
+
+def runs_tsnpe(words: list[str]) -> bool:
+    """Whether a command's overrides choose TSNPE: ``method=tsnpe``, or the allen_cell preset without another method."""
+    text = " ".join(words)
+    other_method = re.search(r"(?<![\w.])method=(?!tsnpe\b)", text) is not None
+    return not other_method and re.search(r"(?<![\w.])(method=tsnpe|experiment=allen_cell)\b", text) is not None
+
+
+def _extra_for(target: str, words: list[str] = ()) -> list[str]:
     """The tiny budget for a make target or script (empty for commands that only read the store)."""
     if target in ("benchmark", "benchmark.py"):
         return TINY_BENCHMARK.split()
     if target in ("hpo", "hpo.py"):
         return TINY_HPO.split()
-    if target in ("train", "sweep", "simulate", "train.py", "simulate.py"):
-        return TINY_RUN.split()
+    if target in TRAINING:
+        return TINY_RUN.split() + (TINY_TSNPE.split() if runs_tsnpe(list(words)) else [])
     return []
 
 
@@ -216,10 +231,10 @@ def runnable(line: DocLine, workspace: Workspace) -> str:
     words = shlex.split(fill_placeholders(line.command, workspace))
     if words[0] == "make":
         target = next(w for w in words[1:] if "=" not in w)
-        extra = _extra_for(target)
+        extra = _extra_for(target, words)
         if target not in ("ui", "test", "new-model", "server", "server-migrate", "server-stop", "server-status"):
             extra = [*extra, *workspace.store_overrides()]
-            if target in ("train", "sweep", "simulate"):
+            if target in TRAINING:
                 extra += workspace.hydra_overrides()
         if target == "sweep" and not any(w.startswith("JOBS=") for w in words):
             words.append("JOBS=2")
@@ -236,8 +251,8 @@ def runnable(line: DocLine, workspace: Workspace) -> str:
         script = Path(words[1]).name
         extra = []
         if words[1].startswith("scripts/"):  # sbilab's entry scripts take overrides; research/ scripts do not
-            extra = [*_extra_for(script), *workspace.store_overrides()]
-        if script in ("train.py", "simulate.py"):
+            extra = [*_extra_for(script, words), *workspace.store_overrides()]
+        if script in TRAINING:
             extra += workspace.hydra_overrides()
         words = [str(ROOT / ".venv" / "bin" / "python"), *words[1:], *extra]
         return shlex.join(words)
@@ -314,6 +329,25 @@ def wait_for_http(url: str, exited: Callable[[], Optional[int]], timeout: float)
 def local_lines(lines: list[DocLine]) -> list[DocLine]:
     """The lines this machine runs (``local`` and ``serve``)."""
     return [line for line in lines if rule_for(line) is not None and rule_for(line).kind in ("local", "serve")]
+
+
+def as_run(line: DocLine) -> str:
+    """The command ``line`` runs as, in a symbolic workspace: two lines with the same one run the same thing."""
+    symbolic = Workspace(Path("/workspace"), run_id="RUN", sweep_id="SWEEP", config_dir="CONFIG", nwb_file="NWB",
+                         benchmark_run_id="BENCHMARK")
+    return re.sub(r"PORT=\d+", "PORT=N", runnable(line, symbolic))
+
+
+def distinct(lines: list[DocLine], earlier: list[DocLine] = ()) -> list[DocLine]:
+    """``lines`` less those that run exactly as an earlier one (of ``lines`` or ``earlier``) does: the README and a
+    guide often show the same command (``make sweep SWEEP=...`` with and without the ``JOBS=2`` the harness adds)."""
+    seen = {as_run(line) for line in earlier}
+    kept = []
+    for line in lines:
+        if as_run(line) not in seen:
+            seen.add(as_run(line))
+            kept.append(line)
+    return kept
 
 
 def make_workspace(root: Path) -> Workspace:

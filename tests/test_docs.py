@@ -14,6 +14,7 @@ from docs_harness import (
     DocLine,
     Workspace,
     check_line,
+    distinct,
     documented_lines,
     local_lines,
     make_workspace,
@@ -23,7 +24,8 @@ from docs_harness import (
 
 LINES = documented_lines()
 #: the README's and docs/benchmark.md's lines run here; the guides' in test_docs_guides.py (two files: two workers)
-README_AND_BENCHMARK = [line for line in local_lines(LINES) if line.path in ("README.md", "docs/benchmark.md")]
+README_AND_BENCHMARK = distinct([line for line in local_lines(LINES)
+                                 if line.path in ("README.md", "docs/benchmark.md")])
 
 
 def test_every_documented_command_is_placed():
@@ -51,6 +53,22 @@ def test_runnable_appends_the_tiny_budget_and_the_temporary_store(tmp_path):
     assert "SWEEP=def456" in compare and not any("num_simulations" in w for w in compare)
     ui = runnable(DocLine("README.md", 3, "make ui", ""), workspace)
     assert f"MLRUNS={tmp_path}/mlruns" in ui and "PORT=" in ui
+
+
+def test_tsnpe_lines_and_make_cells_run_at_the_tiny_budget(tmp_path):
+    workspace = Workspace(tmp_path)
+
+    def args(command: str) -> list[str]:
+        words = shlex.split(runnable(DocLine("docs/recordings.md", 1, command, ""), workspace))
+        return next(w for w in words if w.startswith("ARGS=")).split()
+
+    assert {"method.num_samples_to_estimate_support=10000", "simulation.num_simulations=300"} <= \
+        set(args('make train ARGS="experiment=allen_cell trainer=default method.quantile=1e-4"'))
+    # another method chosen over the preset's, or the many-cell preset: no TSNPE keys (they would not exist)
+    for command in ('make train ARGS="experiment=allen_cell method=npe ~method.num_rounds ~method.quantile"',
+                    'make cells ARGS="cells=[518290966,509881736]"'):
+        assert not any(w.startswith("method.num_") for w in args(command)), command
+    assert "simulation.num_simulations=300" in args('make cells ARGS="cells=[518290966,509881736]"')
 
 
 @pytest.fixture(scope="module")

@@ -215,7 +215,8 @@ def diagnose(spec: RunSpec, posterior: Any, region: Optional[Any] = None, sample
     diagnosis = Diagnosis(samples=samples, metrics=observation_metrics(posterior, samples, spec),
                           predictive_traces=simulate_predictive_traces(spec, samples),
                           in_use=InUse(spec.choices["estimator"], spec.trainer.ensemble_size,
-                                       spec.trainer.max_epochs == -1))
+                                       spec.trainer.max_epochs == -1,
+                                       spec.part_configs["estimator"].get("hidden_features")))
     if spec.diagnostics.enabled:
         with PeakMemory() as memory:
             calibrate_and_measure(spec, posterior, diagnosis, region)

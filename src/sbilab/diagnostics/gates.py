@@ -301,6 +301,7 @@ class InUse:
     estimator: str = ""  # the estimator's name (``sbilab.estimator``)
     ensemble_size: int = 1
     stops_on_validation: bool = False  # trains until its held-out loss stops falling (no epoch cap)
+    hidden_features: Optional[int] = None  # the estimator's width, where it has one
 
 
 #: what the posterior got wrong, by the kind of gate that failed (the first kind among the worst failures speaks)
@@ -318,8 +319,10 @@ def remedies(kind: str, in_use: InUse) -> list[str]:
     found = [more]
     if kind != "c2st" and in_use.ensemble_size < 5:
         found.append("a posterior ensemble (trainer.ensemble_size=5, wider where members disagree)")
-    found.append("a wider network (estimator.hidden_features=100)" if in_use.estimator == "nsf"
-                 else "another estimator (estimator=nsf)")
+    if in_use.estimator == "nsf":
+        found.append(f"a wider network (estimator.hidden_features={2 * (in_use.hidden_features or 50)})")
+    else:
+        found.append("another estimator (estimator=nsf)")
     if kind != "lc2st" and not in_use.stops_on_validation:
         found.append("a training that stops on the validation loss (trainer=default)")
     return found

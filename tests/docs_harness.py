@@ -33,7 +33,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -208,21 +208,21 @@ def fill_placeholders(command: str, workspace: Workspace) -> str:
 TRAINING = ("train", "sweep", "simulate", "cells", "train.py", "simulate.py", "train_cells.py")
 
 
-def runs_tsnpe(words: list[str]) -> bool:
+def runs_tsnpe(words: Sequence[str]) -> bool:
     """Whether a command's overrides choose TSNPE: ``method=tsnpe``, or the allen_cell preset without another method."""
     text = " ".join(words)
     other_method = re.search(r"(?<![\w.])method=(?!tsnpe\b)", text) is not None
     return not other_method and re.search(r"(?<![\w.])(method=tsnpe|experiment=allen_cell)\b", text) is not None
 
 
-def _extra_for(target: str, words: list[str] = ()) -> list[str]:
+def _extra_for(target: str, words: Sequence[str] = ()) -> list[str]:
     """The tiny budget for a make target or script (empty for commands that only read the store)."""
     if target in ("benchmark", "benchmark.py"):
         return TINY_BENCHMARK.split()
     if target in ("hpo", "hpo.py"):
         return TINY_HPO.split()
     if target in TRAINING:
-        return TINY_RUN.split() + (TINY_TSNPE.split() if runs_tsnpe(list(words)) else [])
+        return TINY_RUN.split() + (TINY_TSNPE.split() if runs_tsnpe(words) else [])
     return []
 
 
@@ -338,7 +338,7 @@ def as_run(line: DocLine) -> str:
     return re.sub(r"PORT=\d+", "PORT=N", runnable(line, symbolic))
 
 
-def distinct(lines: list[DocLine], earlier: list[DocLine] = ()) -> list[DocLine]:
+def distinct(lines: Sequence[DocLine], earlier: Sequence[DocLine] = ()) -> list[DocLine]:
     """``lines`` less those that run exactly as an earlier one (of ``lines`` or ``earlier``) does: the README and a
     guide often show the same command (``make sweep SWEEP=...`` with and without the ``JOBS=2`` the harness adds)."""
     seen = {as_run(line) for line in earlier}

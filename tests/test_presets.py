@@ -13,6 +13,8 @@ import pytest
 from conftest import run_train
 from mlflow.tracking import MlflowClient
 
+from docs_harness import TINY_TSNPE
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 #: the tutorial's 7 statistics at θ* of the README (hh_features on HH presets)
@@ -34,10 +36,8 @@ FUNCTION_TASKS = ("gaussian_linear_uniform", "bernoulli_glm", "bernoulli_glm_raw
 #: dimensions (slcp_distractors: 99.98 %), so drawing its samples by rejection takes many minutes: a budget
 #: it can learn something from (an open problem of sbi's direct sampler, noted in issue 22's closing note)
 LEARNABLE = ["simulation.num_simulations=2000", "trainer.max_epochs=20"]
-#: TSNPE's rounds at this budget: 3 of them, each region placed from 10,000 posterior draws (the preset: 100,000,
-#: which took most of a 60-s run here); the rounds still truncate, sample from their regions and calibrate on the last
-TINY_TSNPE = ["method.num_rounds=3", "method.num_samples_to_estimate_support=10000"]
-EXTRA = {"slcp_distractors": LEARNABLE, "gaussian_linear_uniform": LEARNABLE, "allen_cell": TINY_TSNPE}
+#: allen_cell's TSNPE at the docs' tiny budget: 3 rounds, 10,000 draws to place each region (docs_harness.TINY_TSNPE)
+EXTRA = {"slcp_distractors": LEARNABLE, "gaussian_linear_uniform": LEARNABLE, "allen_cell": TINY_TSNPE.split()}
 #: x_o given (`observation=summary`) is the same path whatever the preset: it runs once per method and kind of
 #: observation (an HH summary, a recording's, a benchmark's x_o), not for the second NLE preset (gaussian_linear)
 #: or slcp, whose MCMC made it the slowest case (65 s)

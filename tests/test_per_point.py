@@ -106,7 +106,7 @@ def test_the_advice_leaves_out_what_the_run_already_does():
     done = explain_failures(sbc, in_use=InUse("nsf", 5, True))[-1]
     assert not any(s in done for s in ("estimator=nsf", "trainer.ensemble_size", "trainer=default")), done
     assert "simulation.num_simulations" in done and "estimator.hidden_features=100" in done
-    # a run that is already that wide is told twice its width, not its own setting again
+    # a run that is already that wide (estimator=nsf_wide: model nsf, 100 units) is told twice its width
     wide = explain_failures(sbc, in_use=InUse("nsf", 5, True, hidden_features=100))[-1]
     assert "estimator.hidden_features=200" in wide and "hidden_features=100" not in wide
 

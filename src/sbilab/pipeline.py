@@ -214,15 +214,20 @@ def diagnose(spec: RunSpec, posterior: Any, region: Optional[Any] = None, sample
                                        show_progress_bars=False)
     diagnosis = Diagnosis(samples=samples, metrics=observation_metrics(posterior, samples, spec),
                           predictive_traces=simulate_predictive_traces(spec, samples),
-                          in_use=InUse(spec.choices["estimator"], spec.trainer.ensemble_size,
-                                       spec.trainer.max_epochs == -1,
-                                       spec.part_configs["estimator"].get("hidden_features")))
+                          in_use=in_use(spec))
     if spec.diagnostics.enabled:
         with PeakMemory() as memory:
             calibrate_and_measure(spec, posterior, diagnosis, region)
         diagnosis.metrics.update({"memory/diagnose_peak_mb": memory.peak_mb,
                                   "memory/diagnose_beyond_start_mb": memory.beyond_start_mb})
     return diagnosis
+
+
+def in_use(spec: RunSpec) -> InUse:
+    """What the run already does, so that the advice after failed gates leaves it out."""
+    estimator = spec.part_configs["estimator"]
+    return InUse(str(estimator.get("model", "")), spec.trainer.ensemble_size, spec.trainer.max_epochs == -1,
+                 estimator.get("hidden_features"))
 
 
 def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis, region: Optional[Any] = None) -> None:

@@ -298,7 +298,7 @@ def coverage_noise_floor(num_test_points: int, confidence: float = 0.99) -> floa
 class InUse:
     """What a run already uses, so that the advice after failed gates does not suggest it again."""
 
-    estimator: str = ""  # the estimator's name (``sbilab.estimator``)
+    model: str = ""  # the estimator's sbi model (``estimator.model``: an nsf_wide is an nsf too)
     ensemble_size: int = 1
     stops_on_validation: bool = False  # trains until its held-out loss stops falling (no epoch cap)
     hidden_features: Optional[int] = None  # the estimator's width, where it has one
@@ -319,7 +319,7 @@ def remedies(kind: str, in_use: InUse) -> list[str]:
     found = [more]
     if kind != "c2st" and in_use.ensemble_size < 5:
         found.append("a posterior ensemble (trainer.ensemble_size=5, wider where members disagree)")
-    if in_use.estimator == "nsf":
+    if in_use.model == "nsf":
         found.append(f"a wider network (estimator.hidden_features={2 * (in_use.hidden_features or 50)})")
     else:
         found.append("another estimator (estimator=nsf)")
@@ -362,7 +362,7 @@ def explain_failures(report: GateReport, limit: int = 3, domain: str = "the prio
         beyond = "value is NaN" if not math.isfinite(check.value) else f"{margin(check):.0%} beyond"
         lines.append(f"  {check.name} = {check.value:.3g} ({rule_text(check)}; {beyond})")
     kind = failed[0].name.split("/")[0]
-    kind = kind if kind in SYMPTOM else "calibration"
+    kind = kind if kind in SYMPTOM else "calibration"  # SBC, coverage, TARP, ppc: the posterior's calibration
     found = remedies(kind, in_use)
     lines.append(f"what usually helps: {SYMPTOM[kind].format(domain=domain)}: {', '.join(found[:-1])} or {found[-1]}")
     if report.level:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_train
+from lightning.pytorch.callbacks import Callback
 from mlflow.tracking import MlflowClient
 from sbi.utils import BoxUniform
 
@@ -38,6 +39,37 @@ def test_training_is_sized_by_the_budget_with_no_epoch_cap():
     assert all(s.max_epochs == -1 and s.lr_decay.schedule == "plateau" for s in (small, sbibm, large))
     constant = recipe_settings(TrainerSettings(), 10_000, RecipeSettings(candidates=SMALL, lr_decay="none"))
     assert constant.lr_decay is None and constant.batch_size == sbibm.batch_size  # sbi's constant rate
+
+
+class SeenTraining(Callback):
+    """What Lightning actually trained with: batch size, starting learning rate, whether a scheduler decays it."""
+
+    def __init__(self, seen: dict[int, tuple[int, float, bool]], k: int) -> None:
+        self.seen, self.k = seen, k
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx == 0:
+            self.seen[self.k] = (len(batch[0]), trainer.optimizers[0].param_groups[0]["lr"],
+                                 bool(trainer.lr_scheduler_configs))
+
+
+def test_a_candidate_with_sbi_training_trains_as_plain_sbi_does_on_the_shared_split():
+    torch.manual_seed(1)
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    theta = prior.sample((3000,))
+    x = theta + 0.3 * torch.randn_like(theta)
+    sbi_maf = {**SMALL[1], "name": "small_maf_sbi", "training": "sbi"}
+    recipe = RecipeSettings(apply="always", candidates=[SMALL[1], sbi_maf], extra_seeds=0)
+    seen: dict[int, tuple[int, float, bool]] = {}
+    _, choice = fit_recipe(NPE(), theta, x, TrainerSettings(), recipe, seed=0, prior=prior,
+                           callbacks_for=lambda k: [SeenTraining(seen, k)])
+    ours = recipe_settings(TrainerSettings(), 3000, recipe)
+    assert seen[0] == (ours.batch_size, pytest.approx(ours.learning_rate), True)  # budget-sized, plateau decay
+    assert seen[1] == (200, pytest.approx(5e-4), False)  # sbi's batch and constant rate
+    assert torch.equal(choice.candidates[0].result.extra["split"].val, choice.candidates[1].result.extra["split"].val)
+    assert [row["training"] for row in choice.record()["candidates"]] == ["recipe", "sbi"]
+    with pytest.raises(ConfigError, match=r"recipe.candidates\[1\].training='fast'; allowed: recipe, sbi"):
+        check_recipe(RecipeSettings(apply="always", candidates=[SMALL[1], {**sbi_maf, "training": "fast"}]), NPE())
 
 
 def candidate(name: str, log_prob: list[float]) -> Candidate:

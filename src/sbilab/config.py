@@ -143,6 +143,8 @@ class RecipeSettings:
     decided: str = ""
 
 
+#: a recipe candidate's ``training``: the budget-sized one (``sbilab.training.recipe.recipe_settings``) or sbi's own
+RECIPE_TRAININGS = ("recipe", "sbi")
 #: ``method.name`` values whose training the recipe chooses (an amortised NPE density on prior simulations)
 RECIPE_METHODS = ("npe",)
 

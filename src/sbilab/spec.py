@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
 from sbilab.config import (
+    RECIPE_TRAININGS,
     DiagnosticsSettings,
     RecipeSettings,
     SimulationSettings,
@@ -266,6 +267,9 @@ def check_recipe(recipe: RecipeSettings, method: Method) -> None:
         raise ConfigError(f"recipe=auto chooses among NPE density estimators; method={method.name!r} is not "
                           "one (allowed: method=npe), or name an estimator and trainer yourself with recipe=off")
     for k, candidate in enumerate(recipe.candidates):
+        training = candidate.get("training", "recipe")
+        if training not in RECIPE_TRAININGS:
+            raise ConfigError(f"recipe.candidates[{k}].training={training!r}; allowed: {', '.join(RECIPE_TRAININGS)}")
         try:
             method.check_estimator(candidate)
         except ConfigError as error:

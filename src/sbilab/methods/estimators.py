@@ -7,8 +7,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-#: estimator config keys that describe the config itself, not the network
-_META_KEYS = ("name", "family")
+#: estimator config keys that describe the config itself, not the network (``training``: a recipe candidate's)
+_META_KEYS = ("name", "family", "training")
 #: sbi's z-scoring option that maps θ through the prior's support to an unbounded space (zuko flows only)
 UNCONSTRAINED = "transform_to_unconstrained"
 

@@ -109,6 +109,11 @@ def test_the_advice_leaves_out_what_the_run_already_does():
     # a run that is already that wide (estimator=nsf_wide: model nsf, 100 units) is told twice its width
     wide = explain_failures(sbc, in_use=InUse("nsf", 5, True, hidden_features=100))[-1]
     assert "estimator.hidden_features=200" in wide and "hidden_features=100" not in wide
+    # recipe=auto chose the estimators, the mixture and the training: only more simulations (its own next step
+    # is printed after), not trainer.* or estimator=..., which a recipe run does not train with
+    recipe = explain_failures(sbc, in_use=InUse("auto", 1, True, recipe=True))[-1]
+    assert recipe.endswith("over the prior: more simulations (simulation.num_simulations=...)"), recipe
+    assert not any(s in recipe for s in ("estimator", "trainer")), recipe
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def _run(command: str, folder: Path, env: dict[str, str], timeout: float = 900) 
 
 #: the tiny budget without its trainer keys: a trainer key names the training, which would switch the
 #: generic recipe (what a user's model gets when nothing is named) off; the recipe stops on held-out loss.
-#: Its three candidates still train and mix; the two extra seeds of the best are left out at this budget.
+#: Its four candidates still train and mix; the two extra seeds of the best are left out at this budget.
 RECIPE_TINY_RUN = [word for word in TINY_RUN.split() if not word.startswith("trainer.")] + ["recipe.extra_seeds=0"]
 
 

@@ -227,7 +227,7 @@ def in_use(spec: RunSpec) -> InUse:
     """What the run already does, so that the advice after failed gates leaves it out."""
     estimator = spec.part_configs["estimator"]
     return InUse(str(estimator.get("model", "")), spec.trainer.ensemble_size, spec.trainer.max_epochs == -1,
-                 estimator.get("hidden_features"))
+                 estimator.get("hidden_features"), recipe=spec.recipe is not None)
 
 
 def calibrate_and_measure(spec: RunSpec, posterior: Any, diagnosis: Diagnosis, region: Optional[Any] = None) -> None:

@@ -302,6 +302,8 @@ class InUse:
     ensemble_size: int = 1
     stops_on_validation: bool = False  # trains until its held-out loss stops falling (no epoch cap)
     hidden_features: Optional[int] = None  # the estimator's width, where it has one
+    #: ``recipe=auto`` chose the estimators, the mixture and the training (its own next step is printed instead)
+    recipe: bool = False
 
 
 #: what the posterior got wrong, by the kind of gate that failed (the first kind among the worst failures speaks)
@@ -317,6 +319,8 @@ def remedies(kind: str, in_use: InUse) -> list[str]:
     more = ("more simulations near it (simulation.num_simulations=...)" if kind == "lc2st"
             else "more simulations (simulation.num_simulations=...)")
     found = [more]
+    if in_use.recipe:  # trainer.* and estimator=... are not what a recipe run trains with
+        return found
     if kind != "c2st" and in_use.ensemble_size < 5:
         found.append("a posterior ensemble (trainer.ensemble_size=5, wider where members disagree)")
     if in_use.model == "nsf":
@@ -364,7 +368,8 @@ def explain_failures(report: GateReport, limit: int = 3, domain: str = "the prio
     kind = failed[0].name.split("/")[0]
     kind = kind if kind in SYMPTOM else "calibration"  # SBC, coverage, TARP, ppc: the posterior's calibration
     found = remedies(kind, in_use)
-    lines.append(f"what usually helps: {SYMPTOM[kind].format(domain=domain)}: {', '.join(found[:-1])} or {found[-1]}")
+    helps = f"{', '.join(found[:-1])} or {found[-1]}" if len(found) > 1 else found[0]
+    lines.append(f"what usually helps: {SYMPTOM[kind].format(domain=domain)}: {helps}")
     if report.level:
         lines.append(f"the verdict's level: {report.level}")
     return lines

@@ -12,7 +12,7 @@ instead
   so their held-out losses -log q(θ|x) are comparable, then ``extra_seeds`` more networks of the
   best one (other initialisation and batch order); a candidate with ``training: sbi`` is trained
   as plain sbi trains (batch 200, rate 5e-4, constant): the budget-sized training is not better
-  on every model (bernoulli_glm: 0.13 nats a pair worse), so the held-out score chooses between them;
+  on every model (bernoulli_glm: 0.06-0.13 nats a pair worse), so the held-out score chooses between them;
 - mixes the networks greedily: starting from the best, a network joins the equal-weight mixture
   only when it lowers the mixture's held-out loss by more than ``min_gain`` nats per pair
   (Caruana et al. 2004's ensemble selection), so an ensemble is used only where it pays;

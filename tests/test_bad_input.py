@@ -55,6 +55,7 @@ CASES = [
     (["method=tsnpe", "method.quantile=0.9"], "method.quantile"),  # the mass left outside the truncated region
     (["method=tsnpe", "method.nesting_correction=maybe"], "method.nesting_correction"),
     (["recipe=auto", "recipe.lr_decay=cosine"], ("recipe.lr_decay", "plateau, none")),
+    (["recipe=auto", "recipe.candidates.3.training=fast"], ("recipe.candidates[3].training='fast'", "recipe, sbi")),
     (["method=nle"], "estimator.z_score_theta"),  # the default estimator learns θ unconstrained: NPE only
     # a preset's key for the method it chose, with that method swapped for one without the key
     (["experiment=allen_cell", "method=npe"], ("method.num_rounds", "method=npe", "~method.num_rounds")),

@@ -40,6 +40,8 @@ from sbilab.training.fit import TrainingResult, train_estimator
 
 #: the smallest validation split the choice is made on (pairs)
 MIN_VALIDATION_PAIRS = 256
+#: sbi's own training (``trainer=sbi``'s defaults), for candidates with ``training: sbi``
+SBI_TRAINING = TrainerSettings()
 
 
 def recipe_settings(base: TrainerSettings, num_simulations: int, recipe: RecipeSettings) -> TrainerSettings:
@@ -60,8 +62,8 @@ def candidate_settings(settings: TrainerSettings, config: Mapping[str, Any]) -> 
     early stopping and clipping stay the recipe's (the split is shared; sbi's stopping and clipping are the same)."""
     if config.get("training", "recipe") != "sbi":
         return settings
-    sbi = TrainerSettings()
-    return replace(settings, batch_size=sbi.batch_size, learning_rate=sbi.learning_rate, lr_decay=None)
+    return replace(settings, batch_size=SBI_TRAINING.batch_size, learning_rate=SBI_TRAINING.learning_rate,
+                   lr_decay=None)
 
 
 @dataclass
@@ -132,7 +134,8 @@ class RecipeChoice:
                          "validation_fraction": s.validation_fraction, "stop_after_epochs": s.stop_after_epochs,
                          "max_epochs": s.max_epochs,
                          "lr_decay": "plateau (factor 0.5, patience 5)" if s.lr_decay else "none (constant rate)",
-                         "training: sbi": "batch_size 200, learning_rate 0.0005, constant rate (the rest as above)"},
+                         "training: sbi": f"batch_size {SBI_TRAINING.batch_size}, learning_rate "
+                                          f"{SBI_TRAINING.learning_rate:g}, constant rate (the rest as above)"},
             "candidates": [c.row() for c in self.candidates],
             "chosen": [self.candidates[i].name for i in self.chosen],
             "mixture_heldout_loss": round(self.mixture_loss, 5),

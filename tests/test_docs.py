@@ -55,6 +55,15 @@ def test_runnable_appends_the_tiny_budget_and_the_temporary_store(tmp_path):
     assert f"MLRUNS={tmp_path}/mlruns" in ui and "PORT=" in ui
 
 
+def test_a_line_that_differs_from_an_earlier_one_only_by_its_seed_runs_once():
+    lines = [DocLine("docs/x.md", 1, 'make benchmark ARGS="simulation.num_workers=1"', ""),
+             DocLine("docs/x.md", 2, 'make benchmark ARGS="seed=1 simulation.num_workers=1"', ""),
+             DocLine("docs/x.md", 3, 'make benchmark ARGS="seed=1 estimator=nsf"', ""),
+             DocLine("docs/x.md", 4, 'make sweep SWEEP="seed=0,1,2"', ""),  # a swept seed is another command
+             DocLine("docs/x.md", 5, 'make sweep SWEEP="seed=0,1"', "")]
+    assert [line.number for line in distinct(lines)] == [1, 3, 4, 5]
+
+
 def test_tsnpe_lines_and_make_cells_run_at_the_tiny_budget(tmp_path):
     workspace = Workspace(tmp_path)
 

@@ -10,6 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from docs_harness import TINY_TSNPE
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = {
     "npe": "maf",
@@ -22,6 +24,10 @@ METHODS = {
     "npse": "vf_mlp",
 }
 AMORTISED = ("npe", "snpe", "tsnpe", "fmpe", "npse")
+#: shrunk per method as the docs' tiny runs shrink it: fewer MCMC chains and warm-up sweeps (gaussian_linear's preset
+#: runs 500 chains), TSNPE's rounds and the draws that place each region (docs_harness.TINY_TSNPE)
+MCMC_TINY = ["method.sampling.mcmc.num_chains=50", "method.sampling.mcmc.warmup_steps=20"]
+METHOD_TINY = {"nle": MCMC_TINY, "nre": MCMC_TINY, "nre_c": MCMC_TINY, "tsnpe": TINY_TSNPE.split()}
 #: shrunk budgets, no stage off: the test set is sampled (per x for MCMC/rejection/VI/importance), gated, recorded
 TINY = ["simulation.num_simulations=300", "trainer=fast", "diagnostics=fast", "diagnostics.num_test=30",
         "diagnostics.num_posterior_samples=30", "diagnostics.num_observation_samples=200", "diagnostics.num_ppc=10",
@@ -46,6 +52,7 @@ def test_method_runs_end_to_end(store, tmp_path, simulator, method):
 
     # one network: the gaussian_linear preset's ensemble is NPE's (snpe refuses one; MCMC methods would sample 10)
     cfg = _compose([f"experiment={simulator}", f"method={method}", f"estimator={METHODS[method]}", *TINY,
+                    *METHOD_TINY.get(method, []),
                     "trainer.ensemble_size=1", *store["overrides"], f"paths.cache_dir={tmp_path}/cache",
                     f"paths.output_dir={tmp_path}/out",
                     f"tracking.experiment={simulator}"])

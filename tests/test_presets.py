@@ -26,7 +26,7 @@ TINY = ["simulation.num_simulations=400", "trainer.max_epochs=3", "trainer.ensem
         "diagnostics.sampler_budget.seconds=5", "diagnostics.sampler_budget.min_test_points=10",
         "diagnostics.predictive_distance.num_prior=200", "diagnostics.lc2st.num_trials_null=10",
         # fewer MCMC chains and warm-up sweeps where a preset samples by MCMC (slcp's 1,000 chains × 100 sweeps)
-        "method.sampling.mcmc.num_chains=100", "method.sampling.mcmc.warmup_steps=20"]
+        "method.sampling.mcmc.num_chains=50", "method.sampling.mcmc.warmup_steps=20"]
 
 
 #: the sbibm tasks written as functions (issue 22): one simulator class (FunctionSimulator), so one of them
@@ -38,12 +38,14 @@ FUNCTION_TASKS = ("gaussian_linear_uniform", "bernoulli_glm", "bernoulli_glm_raw
 LEARNABLE = ["simulation.num_simulations=2000", "trainer.max_epochs=20"]
 #: allen_cell's TSNPE at the docs' tiny budget: 3 rounds, 10,000 draws to place each region (docs_harness.TINY_TSNPE)
 EXTRA = {"slcp_distractors": LEARNABLE, "gaussian_linear_uniform": LEARNABLE, "allen_cell": TINY_TSNPE.split()}
-#: x_o given (`observation=summary`) is the same path whatever the preset: it runs once per method and kind of
-#: observation (an HH summary, a recording's, a benchmark's x_o), not for the second NLE preset (gaussian_linear)
-#: or slcp, whose MCMC made it the slowest case (65 s)
-NOT_GIVEN_X = (*FUNCTION_TASKS, "gaussian_linear", "slcp")
-CASES = [(preset, form) for preset in PRESETS for form in ("own", "given_x")
-         if not (form == "given_x" and preset in NOT_GIVEN_X)]
+#: x_o given (`observation=summary`) is the same path whatever the preset: it runs once per kind of observation, a
+#: benchmark's x_o through a function simulator (sir) and a recording's statistics through TSNPE (allen_cell); the
+#: HH tutorial's statistics given as x run in the README's own line (README.md: `observation=summary ...`)
+GIVEN_X = ("sir", "allen_cell")
+#: presets whose `make train ARGS="experiment=<preset>"` a documented line runs, diagnostics on, at the docs' tiny
+#: budget (tests/test_docs.py, tests/test_docs_guides.py): not run a second time here
+RUN_BY_DOCS = {"hh_tutorial": "README.md", "allen_cell": "docs/recordings.md"}
+CASES = [(preset, "own") for preset in PRESETS if preset not in RUN_BY_DOCS] + [(p, "given_x") for p in GIVEN_X]
 
 
 def given_x(preset: str) -> list[str]:
@@ -69,3 +71,15 @@ def test_preset_finishes_with_diagnostics(store, tmp_path, preset, form):
         notes = client.download_artifacts(run.info.run_id, "diagnostics/notes.txt", str(tmp_path))
         assert "not amortised" in Path(notes).read_text()
     assert any(k.startswith("sbc/ks_pvalue/") for k in run.data.metrics)
+
+
+def test_the_presets_left_to_the_docs_are_run_there():
+    from docs_harness import documented_lines, local_lines, rule_for
+
+    lines = local_lines(documented_lines())
+    for preset, page in RUN_BY_DOCS.items():
+        command = f'make train ARGS="experiment={preset}"'
+        (line,) = [line for line in lines if line.path == page and line.command == command]
+        assert rule_for(line).kind == "local", line.where  # run, not only placed
+    assert "observation=summary" in " ".join(line.command for line in lines if line.path == "README.md")
+    assert set(GIVEN_X) <= set(PRESETS) and set(RUN_BY_DOCS) <= set(PRESETS)

@@ -77,11 +77,9 @@ def record_observation(recorder: tracking.RunRecorder, spec: RunSpec, diagnosis:
 
 def record_calibration(recorder: tracking.RunRecorder, spec: RunSpec, calibration: DiagnosticsResult) -> dict:
     """Figures, the report, raw arrays, ``gates.json``, gate metrics and tags; returns the gates."""
-    figures = diagnostic_figures(calibration)
-    recorder.log_text(diagnostics_report(calibration, figures, title=spec.tracking.run_name or spec.experiment_name),
-                      "diagnostics/report.html")  # before log_figure closes the figures
-    for path, figure in figures.items():
-        recorder.log_figure(figure, path)
+    pngs = {path: recorder.log_figure(figure, path) for path, figure in diagnostic_figures(calibration).items()}
+    recorder.log_text(diagnostics_report(calibration, pngs, title=spec.tracking.run_name or spec.experiment_name),
+                      "diagnostics/report.html")  # the artifacts' own bytes: each figure is drawn once
     for path, array in calibration.arrays.items():
         recorder.log_array(array, path)
     gates = calibration.gates_dict()

@@ -3,7 +3,8 @@
 Verdict first (and the misspecification warning when there is one), then every test with
 its numbers, the threshold it is held to and its figure. Figures are embedded as PNG data
 URIs, so the page shows in MLflow's artifact pane (which displays one file, without its
-siblings) and anywhere else it is copied.
+siblings) and anywhere else it is copied. The page takes the PNG bytes the run logs as its
+``plots/*.png`` artifacts: each figure is drawn once (drawing is most of a small run's record time).
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ import html
 import io
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from sbilab.diagnostics.result import DiagnosticsResult
-
-#: resolution of the embedded figures (MLflow logs the PNG artifacts at matplotlib's default)
-REPORT_DPI = 72
-
 
 @dataclass(frozen=True)
 class Section:
@@ -77,8 +74,8 @@ img{max-width:100%;margin:.4em 0} .muted{color:#666;font-size:.9em}
 """
 
 
-def figure_png(figure: Figure, dpi: int = REPORT_DPI) -> bytes:
-    """PNG bytes of a figure."""
+def figure_png(figure: Figure, dpi: Union[float, str] = "figure") -> bytes:
+    """PNG bytes of a figure, at its own resolution unless ``dpi`` says otherwise (as the run logs it)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
@@ -114,8 +111,10 @@ def _image(path: str, png: bytes) -> str:
     return f"<figure><img alt='{html.escape(path)}' src='data:image/png;base64,{data}'></figure>"
 
 
-def diagnostics_report(result: "DiagnosticsResult", figures: Mapping[str, Figure], *, title: str = "") -> str:
-    """The report of ``result`` as one HTML page with ``figures`` (artifact path → Figure) embedded."""
+def diagnostics_report(result: "DiagnosticsResult", figures: Mapping[str, Union[Figure, bytes]], *,
+                       title: str = "") -> str:
+    """The report of ``result`` as one HTML page with ``figures`` (artifact path → PNG bytes, or a Figure to draw)
+    embedded."""
     failed = result.gates.failed
     verdict = "pass" if result.gates.passed else "fail"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>sbilab diagnostics {html.escape(title)}</title>"
@@ -141,7 +140,8 @@ def diagnostics_report(result: "DiagnosticsResult", figures: Mapping[str, Figure
             parts.append("<table><tr><th>metric</th><th>value</th><th>gate</th><th></th></tr>" + "".join(rows)
                          + "</table>")
         for key in shown:
-            parts.append(_image(key, figure_png(figures[key])))
+            png = figures[key]
+            parts.append(_image(key, png if isinstance(png, bytes) else figure_png(png)))
     if result.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) + "</ul>")
     timings = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())

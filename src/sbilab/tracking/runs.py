@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -106,11 +107,18 @@ class RunRecorder:
         for start in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 
-    def log_figure(self, figure: Any, path: str) -> None:
+    def log_figure(self, figure: Any, path: str) -> bytes:
+        """Draw ``figure`` once as PNG (at its own resolution, as ``mlflow.log_figure`` would), log it at ``path``
+        and close it; returns the PNG, for pages that embed it without drawing it again."""
         import matplotlib.pyplot as plt
 
-        self.client.log_figure(self.run_id, figure, path)
-        plt.close(figure)
+        buffer = io.BytesIO()
+        try:
+            figure.savefig(buffer, format="png")
+        finally:
+            plt.close(figure)
+        self.log_bytes(buffer.getvalue(), path)
+        return buffer.getvalue()
 
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, scrub(text), path)
@@ -119,16 +127,20 @@ class RunRecorder:
         self.client.log_dict(self.run_id, dict(data), path)
 
     def log_array(self, array: np.ndarray, path: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(path).name
-            np.save(local, np.asarray(array), allow_pickle=False)
-            parent = str(Path(path).parent)
-            self.client.log_artifact(self.run_id, str(local), None if parent == "." else parent)
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        self.log_bytes(buffer.getvalue(), path)
 
     def log_torch_state(self, state: Mapping[str, torch.Tensor], path: str) -> None:
+        buffer = io.BytesIO()
+        torch.save(dict(state), buffer)
+        self.log_bytes(buffer.getvalue(), path)
+
+    def log_bytes(self, data: bytes, path: str) -> None:
+        """``data`` as the artifact file ``path`` (through a temporary file: MLflow logs files)."""
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / Path(path).name
-            torch.save(dict(state), local)
+            local.write_bytes(data)
             parent = str(Path(path).parent)
             self.client.log_artifact(self.run_id, str(local), None if parent == "." else parent)
 
